@@ -1,0 +1,1 @@
+"""Build side: MobileCLIP models from checkpoints to reparameterized ONNX bundles (needs torch)."""

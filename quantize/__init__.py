@@ -1,0 +1,1 @@
+"""Build side: INT8 static quantization calibrated on reinforced-dataset samples (onnx + onnxruntime, no torch)."""
