@@ -1,0 +1,20 @@
+# The two commands of README.md: `make demo` (the main job, offline) and `make test` (CI).
+PY ?= python3
+PIP_FLAGS ?= --quiet --disable-pip-version-check
+
+.PHONY: install demo test bench aarch64
+
+install:
+	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
+
+demo: install
+	$(PY) -m benchmarks.demo_pipeline
+
+test: install
+	$(PY) -m pytest
+
+bench: install
+	$(PY) -m pytest -m bench benchmarks
+
+aarch64: install
+	$(PY) -m pytest -m aarch64 tests/device

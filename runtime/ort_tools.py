@@ -1,0 +1,27 @@
+"""Import helpers from ``onnxruntime.tools`` without dragging torch in.
+
+``onnxruntime/tools/__init__.py`` imports torch whenever it is installed (for a
+PyTorch export helper we never use); the device side must stay torch-free, so
+the import is done with torch hidden from ``importlib.util.find_spec``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+
+
+def import_ort_tool(name: str) -> ModuleType:
+    """Return ``onnxruntime.tools.<name>``, importing it with torch masked out."""
+    full_name = f"onnxruntime.tools.{name}"
+    if full_name in sys.modules:
+        return sys.modules[full_name]
+    masked = "torch" not in sys.modules
+    if masked:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # find_spec("torch") -> None
+    try:
+        return importlib.import_module(full_name)
+    finally:
+        if masked:
+            sys.modules.pop("torch", None)
