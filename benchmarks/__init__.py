@@ -1,1 +1,1 @@
-"""Benchmarks and the offline demo pipeline (build side: may use torch)."""
+"""Build-side benchmarks (torch reference, quantize_dynamic baseline) and the pytest-benchmark suite (marker `bench`)."""

@@ -1,0 +1,165 @@
+"""Build-side pieces of the benchmark that the torch-free runtime cannot hold.
+
+- bundles per (model, variant), built once and cached: fp32/fp16 exports (random input-sensitive weights for
+  the real architectures, trained weights for `demo`), INT8 per target from `quantize.int8`, and the naive
+  public baseline `onnxruntime.quantization.quantize_dynamic` on the same fp32 export;
+- the torch reference (eager, reparameterized, fp32) as a `runtime.bench_runners.Runner`, so it is timed in
+  the same interleaved rounds as the ONNX runners;
+- the demo model's synthetic eval split written as an ImageNet-style class folder for `--eval-dir`.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from runtime.bench_runners import Runner
+
+BENCH_MODELS = ("demo", "mobileclip-s0", "mobileclip-s1", "mobileclip-s2", "mobileclip-b", "mobileclip2-s0")
+VARIANTS = ("fp32", "fp16", "int8-cpu", "int8-xnnpack", "int8-nnapi", "int8-dynamic")
+DYNAMIC_METHOD = "dynamic: onnxruntime.quantization.quantize_dynamic with default options (naive public baseline)"
+
+
+def cache_root() -> Path:
+    """Where benchmark bundles, checkpoints and eval folders are cached: $EDGECLIP_HOME/bench."""
+    home = Path(os.environ.get("EDGECLIP_HOME", Path.home() / ".cache" / "edgeclip"))
+    return home / "bench"
+
+
+def checkpoint_for(model_id: str, cache: Path) -> Optional[Path]:
+    """`demo` uses its shipped trained weights (None); real architectures get a random input-sensitive checkpoint."""
+    if model_id == "demo":
+        return None
+    from export.random_init import make_input_sensitive_checkpoint
+
+    path = cache / "checkpoints" / f"{model_id}-random-seed0.pt"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        make_input_sensitive_checkpoint(model_id, path, seed=0)
+    return path
+
+
+def _usable(bundle_dir: Path) -> bool:
+    from edgeclip.bundle import load_bundle
+    from edgeclip.errors import EdgeclipError
+
+    try:
+        load_bundle(bundle_dir, verify=True)
+        return True
+    except EdgeclipError:
+        return False
+
+
+def build_bundle(model_id: str, variant: str, cache: Optional[Path] = None) -> Path:
+    """The cached bundle of one (model, variant), exporting/quantizing it on first use."""
+    if variant not in VARIANTS + ("fp32-nnapi",):
+        raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
+    cache = cache or cache_root()
+    out = cache / "bundles" / model_id / variant
+    if (out / "manifest.json").exists() and _usable(out):
+        return out
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if variant in ("fp32", "fp16", "fp32-nnapi"):
+        from export.api import export_bundle
+
+        ckpt = checkpoint_for(model_id, cache)
+        if variant == "fp32-nnapi":  # what NNAPI needs: fixed shapes and tanh GELU (docs/bundle.md)
+            return Path(export_bundle(model_id, out, checkpoint=ckpt, batch=1, gelu="tanh"))
+        return Path(export_bundle(model_id, out, checkpoint=ckpt, precision=variant))
+    fp32 = build_bundle(model_id, "fp32-nnapi" if variant == "int8-nnapi" else "fp32", cache)
+    if variant == "int8-dynamic":
+        return dynamic_bundle(fp32, out)
+    from quantize.int8 import quantize_bundle
+    from quantize.synthetic import ensure_dataset, split_shards
+
+    # Calibration: the synthetic reinforced-format shards (no download); the quantizer's defaults otherwise.
+    calibration = split_shards(ensure_dataset(), "calib")
+    return Path(quantize_bundle(fp32, out, target=variant.split("-", 1)[1], calibration=calibration))
+
+
+def dynamic_bundle(fp32_dir: Path, out_dir: Path) -> Path:
+    """What public MobileCLIP INT8 exports do: `quantize_dynamic` with defaults on each fp32 tower."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    from edgeclip.bundle import load_bundle
+    from export.bundle_writer import write_bundle
+
+    src = load_bundle(fp32_dir, verify=True)
+    manifest = copy.deepcopy(src.manifest)
+    manifest.update(quantization={"target": "cpu", "method": DYNAMIC_METHOD, "calibration": None,
+                                  "activations": "U8 (dynamic, per batch)", "weights": "S8", "per_channel": False,
+                                  "kept_float": {}, "report": None},
+                    device_readiness=None, extra_files={})
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".dynamic-", dir=out_dir.parent) as tmp:
+        files = {}
+        for name, tower in manifest["towers"].items():
+            tower.pop("alternates", None)
+            tower["precision"] = "int8"
+            target = Path(tmp) / tower["file"]
+            quantize_dynamic(str(src.tower_path(name)), str(target))
+            files[tower["file"]] = target
+        if src.tokenizer_path is not None:
+            files[manifest["tokenizer"]["file"]] = src.tokenizer_path
+        return Path(write_bundle(out_dir, manifest, files))
+
+
+def torch_runner(model_id: str, cache: Optional[Path] = None, threads: Optional[int] = None) -> Runner:
+    """The torch reference (eager, reparameterized, fp32) of the same weights as the bundles, as a Runner."""
+    import torch
+
+    from export.api import build_model
+    from export.registry import get_spec
+
+    if threads:
+        torch.set_num_threads(threads)
+    spec = get_spec(model_id)
+    model = build_model(model_id, checkpoint=checkpoint_for(model_id, cache or cache_root()), reparameterize=True)
+    model.eval()
+
+    def wrap(fn):
+        def run(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return fn(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
+
+        return lambda: run
+
+    return Runner(model_id=model_id, engine="torch", variant="fp32", provider="torch-cpu",
+                  factories={"image": wrap(model.encode_image), "text": wrap(model.encode_text)},
+                  image_size=spec.image_size, context_length=spec.context_length)
+
+
+def demo_eval_folder(cache: Optional[Path] = None) -> Path:
+    """The demo model's synthetic eval split as a class folder (lossless PNGs, every class a subfolder,
+    prompts.json with the split's templates), the form `python -m runtime.bench --eval-dir` reads."""
+    from quantize.synthetic import ensure_dataset, load_zero_shot
+
+    out = (cache or cache_root()) / "eval" / "demo-synthetic"
+    if (out / "prompts.json").exists():
+        return out
+    zs = load_zero_shot(ensure_dataset())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".demo-synthetic-", dir=out.parent))
+    try:
+        folders = [name.replace(" ", "_") for name in zs.class_names]
+        for folder in folders:
+            (tmp / folder).mkdir()
+        for i, (image, label) in enumerate(zip(zs.images, zs.labels)):
+            image.save(tmp / folders[label] / f"{i:05d}.png")
+        prompts = {"source": "quantize.synthetic eval split",
+                   "classes": {f: ps for f, ps in zip(folders, zs.class_prompts)}}
+        (tmp / "prompts.json").write_text(json.dumps(prompts, indent=2))
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,167 @@
+"""Load and verify an edgeclip bundle directory (format in docs/bundle.md): version check and sha256 of every file."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterator, Optional, Union
+
+from edgeclip.errors import BundleError
+
+FORMAT_NAME = "edgeclip-bundle"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+TOWERS = ("image", "text")
+
+PathLike = Union[str, Path]
+
+
+def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large towers do not sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle: its directory and parsed manifest, with paths of the towers and tokenizer."""
+
+    root: Path
+    manifest: dict
+
+    @property
+    def model_id(self) -> str:
+        return str(self.manifest.get("model_id", "unknown"))
+
+    @property
+    def embed_dim(self) -> Optional[int]:
+        dim = self.manifest.get("embed_dim")
+        return int(dim) if dim is not None else None
+
+    @property
+    def towers(self) -> dict:
+        return self.manifest["towers"]
+
+    def tower_path(self, name: str) -> Path:
+        """Path of the ONNX file of tower `name` ("image" or "text"); BundleError if the bundle lacks it."""
+        if name not in self.towers:
+            raise BundleError(f"bundle {self.root} has no {name} tower (towers: {', '.join(self.towers) or 'none'})")
+        return self.root / self.towers[name]["file"]
+
+    @property
+    def image_path(self) -> Path:
+        return self.tower_path("image")
+
+    @property
+    def text_path(self) -> Path:
+        return self.tower_path("text")
+
+    @property
+    def tokenizer_path(self) -> Optional[Path]:
+        """The bundle's tokenizer.json, or None when the manifest names none."""
+        tok = self.manifest.get("tokenizer") or {}
+        return self.root / tok["file"] if tok.get("file") else None
+
+    @property
+    def preprocess(self) -> dict:
+        return self.manifest.get("preprocess") or {}
+
+    def files(self) -> Iterator[tuple[str, Optional[str]]]:
+        """Every (file name, expected sha256) the manifest names inside the bundle."""
+        yield from _named_files(self.manifest)
+
+
+def _named_files(manifest: dict) -> Iterator[tuple[str, Optional[str]]]:
+    for tower in manifest.get("towers", {}).values():
+        yield tower["file"], tower.get("sha256")
+        for alt in (tower.get("alternates") or {}).values():
+            if isinstance(alt, dict) and alt.get("file"):
+                yield alt["file"], alt.get("sha256")
+    tok = manifest.get("tokenizer") or {}
+    if tok.get("file"):
+        yield tok["file"], tok.get("sha256")
+    for name, digest in (manifest.get("extra_files") or {}).items():
+        yield name, digest
+
+
+def _read_manifest(root: Path) -> dict:
+    if not root.exists():
+        raise BundleError(f"bundle directory not found: {root}")
+    if not root.is_dir():
+        raise BundleError(f"a bundle is a directory, but {root} is a file")
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"{root} is not an edgeclip bundle: {MANIFEST_NAME} is missing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"cannot parse {path}: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path} must hold a JSON object")
+    return manifest
+
+
+def _check_structure(root: Path, manifest: dict) -> None:
+    fmt = manifest.get("format")
+    if fmt is not None and fmt != FORMAT_NAME:
+        raise BundleError(f"{root / MANIFEST_NAME}: format is {fmt!r}, expected {FORMAT_NAME!r}")
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BundleError(f"{root / MANIFEST_NAME}: format_version missing or not an integer ({version!r})")
+    if version > FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {root} uses format version {version}, but this edgeclip reads up to version "
+            f"{FORMAT_VERSION}; upgrade edgeclip (pip install -U edgeclip) or re-export the bundle"
+        )
+    if version < 1:
+        raise BundleError(f"{root / MANIFEST_NAME}: invalid format_version {version}")
+    towers = manifest.get("towers")
+    if not isinstance(towers, dict) or not towers:
+        raise BundleError(f"{root / MANIFEST_NAME}: 'towers' must name at least one of {TOWERS}")
+    for name, tower in towers.items():
+        if name not in TOWERS:
+            raise BundleError(f"{root / MANIFEST_NAME}: unknown tower {name!r} (expected {TOWERS})")
+        if not isinstance(tower, dict) or not isinstance(tower.get("file"), str) or not tower.get("inputs"):
+            raise BundleError(f"{root / MANIFEST_NAME}: tower {name!r} needs 'file' and 'inputs'")
+    if "image" in towers and not isinstance(manifest.get("preprocess"), dict):
+        raise BundleError(f"{root / MANIFEST_NAME}: an image tower needs a 'preprocess' section")
+    for name, _ in _named_files(manifest):
+        rel = PurePosixPath(name)
+        if rel.is_absolute() or ".." in rel.parts or "\\" in name:
+            raise BundleError(f"{root / MANIFEST_NAME}: file name {name!r} points outside the bundle")
+
+
+def verify_files(bundle: Bundle) -> None:
+    """Check that every file the manifest names exists and has its recorded sha256; name the first bad one."""
+    for name, expected in bundle.files():
+        path = bundle.root / name
+        if not path.is_file():
+            raise BundleError(f"bundle {bundle.root}: file {name} is missing")
+        if not expected:
+            raise BundleError(f"bundle {bundle.root}: manifest records no sha256 for {name}")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise BundleError(
+                f"bundle {bundle.root}: file {name} does not match its sha256 in {MANIFEST_NAME} "
+                f"(truncated, corrupted or modified; expected {expected[:12]}…, got {actual[:12]}…); re-copy or re-export it"
+            )
+
+
+def load_bundle(path: Union[PathLike, Bundle], verify: bool = True) -> Bundle:
+    """Read a bundle's manifest, refuse newer formats, and (by default) verify every file's sha256 (a Bundle passes through)."""
+    if isinstance(path, Bundle):
+        return path
+    root = Path(path).expanduser()
+    manifest = _read_manifest(root)
+    _check_structure(root, manifest)
+    bundle = Bundle(root=root, manifest=manifest)
+    if verify:
+        verify_files(bundle)
+    return bundle
+
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MANIFEST_NAME", "Bundle", "BundleError", "load_bundle", "sha256_file", "verify_files"]

@@ -1,0 +1,230 @@
+"""`Encoder`: images and texts to L2-normalized MobileCLIP embeddings with ONNX Runtime, no torch."""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+from edgeclip.bundle import Bundle, load_bundle
+from edgeclip.errors import BundleError, EdgeclipError, ImageError, InputError, TextError
+from edgeclip.preprocess import DEFAULT_MAX_PIXELS, is_single_image, preprocess_image
+from edgeclip.zeroshot import DEFAULT_LOGIT_SCALE, LabelBank, l2_normalize, similarity
+from edgeclip import zeroshot
+from runtime.session import create_session
+
+log = logging.getLogger("edgeclip")
+
+
+class _Tower:
+    """One ONNX tower: its session, tensor names and, for fixed-shape graphs, the batch it must be fed."""
+
+    def __init__(self, bundle: Bundle, name: str, providers: Any, threads: Optional[int]):
+        spec = bundle.towers[name]
+        batch = spec.get("batch", "dynamic")
+        self.name = name
+        self.fixed_batch = batch if isinstance(batch, int) and not isinstance(batch, bool) else None
+        if self.fixed_batch is not None and self.fixed_batch < 1:
+            raise BundleError(f"{name} tower: batch must be 'dynamic' or a positive integer, got {batch!r}")
+        self.session, self.providers = create_session(
+            bundle.tower_path(name), providers, threads, fixed_shape=self.fixed_batch is not None
+        )
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise BundleError(f"{name} tower: the graph must have one input and an output, not {len(inputs)} inputs")
+        want_in = spec["inputs"][0].get("name", inputs[0].name)
+        want_out = (spec.get("outputs") or [{}])[0].get("name", outputs[0].name)
+        if inputs[0].name != want_in:
+            raise BundleError(f"{name} tower: graph inputs {[i.name for i in inputs]} do not match the manifest's {want_in!r}")
+        if want_out not in [o.name for o in outputs]:
+            raise BundleError(f"{name} tower: graph has no output {want_out!r} named in the manifest")
+        self.input_name, self.output_name = want_in, want_out
+        self.input_shape = list(inputs[0].shape)
+        self.output_dim = outputs[[o.name for o in outputs].index(want_out)].shape[-1]
+        graph_batch = self.static_dim(0)
+        if self.fixed_batch is not None and graph_batch not in (None, self.fixed_batch):
+            raise BundleError(f"{name} tower: manifest says batch {self.fixed_batch}, the graph takes {graph_batch}")
+        if self.fixed_batch is None and graph_batch is not None:
+            log.warning("%s tower: the graph has a fixed batch of %d though the manifest says %r; padding to it",
+                        name, graph_batch, batch)
+            self.fixed_batch = graph_batch
+
+    def static_dim(self, axis: int) -> Optional[int]:
+        dim = self.input_shape[axis] if len(self.input_shape) > axis else None
+        return dim if isinstance(dim, int) else None
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Run the graph on [N, ...]; fixed-batch graphs get zero-padded chunks and the padding is dropped."""
+        step = self.fixed_batch or len(x)
+        outs = []
+        for start in range(0, len(x), step):
+            chunk = x[start : start + step]
+            n = len(chunk)
+            if self.fixed_batch is not None and n < step:
+                chunk = np.concatenate([chunk, np.zeros((step - n,) + chunk.shape[1:], dtype=chunk.dtype)])
+            try:
+                out = self.session.run([self.output_name], {self.input_name: chunk})[0]
+            except Exception as exc:  # ORT's pybind errors: report which tower and why, not a deep traceback
+                raise EdgeclipError(f"{self.name} tower failed in ONNX Runtime: {str(exc).strip()[:300]}") from None
+            outs.append(np.asarray(out[:n], dtype=np.float32))
+        return np.concatenate(outs)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+class Encoder:
+    """Embeds images and texts with a bundle's ONNX towers; thread-safe; outputs float32 [N, D], unit norm.
+
+    `providers`: "auto", a short name (cpu, xnnpack, nnapi), an ONNX Runtime provider name, or a list of
+    these in priority order. `threads`: ONNX Runtime intra-op threads (None: ORT's default).
+    Empty input lists give a [0, D] array.
+    """
+
+    def __init__(
+        self,
+        bundle: Union[str, Path, Bundle],
+        providers: Union[str, Sequence[str]] = "auto",
+        threads: Optional[int] = None,
+        *,
+        verify: bool = True,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
+        tokenizer_backend: str = "auto",
+    ):
+        self.bundle = load_bundle(bundle, verify=verify)
+        self.max_pixels = max_pixels
+        self._towers = {name: _Tower(self.bundle, name, providers, threads) for name in self.bundle.towers}
+        self._tokenizer = self._load_tokenizer(tokenizer_backend) if "text" in self._towers else None
+        self._tokenize_lock = threading.Lock()
+        if "image" in self._towers:
+            self._check_image_size()
+        self._labels = LabelBank(self.encode_text)
+
+    def _check_image_size(self) -> None:
+        size = self.bundle.preprocess.get("crop_size", self.bundle.preprocess.get("size"))
+        want = self._towers["image"].static_dim(3)
+        if want is not None and size is not None and int(size) != want:
+            raise BundleError(f"image tower expects {want}x{want} inputs but preprocess crops to {size}")
+
+    def _load_tokenizer(self, backend: str):
+        """The bundle's CLIP tokenizer (imported lazily: image-only users never load `tokenizers`)."""
+        from edgeclip.tokenizer import load_tokenizer, tokenizer_json_path
+
+        ctx = int((self.manifest.get("tokenizer") or {}).get("context_length", 77))
+        graph_ctx = self._towers["text"].static_dim(1)
+        if graph_ctx is not None and graph_ctx != ctx:
+            raise BundleError(f"text tower takes {graph_ctx} tokens but the manifest's tokenizer says {ctx}")
+        path = self.bundle.tokenizer_path
+        if path is None:
+            path = tokenizer_json_path()
+            log.info("bundle names no tokenizer.json; using the CLIP tokenizer shipped with edgeclip (%s)", path)
+        try:
+            return load_tokenizer(path, context_length=ctx, backend=backend)
+        except EdgeclipError:
+            raise
+        except (OSError, ValueError, ImportError) as exc:
+            raise BundleError(f"cannot load tokenizer {path}: {exc}") from None
+
+    @property
+    def manifest(self) -> dict:
+        return self.bundle.manifest
+
+    @property
+    def providers(self) -> list[str]:
+        """Providers the sessions actually run with (union over towers, in priority order)."""
+        seen: list[str] = []
+        for tower in self._towers.values():
+            seen += [p for p in tower.providers if p not in seen]
+        return seen
+
+    @property
+    def tower_providers(self) -> dict[str, list[str]]:
+        return {name: list(t.providers) for name, t in self._towers.items()}
+
+    @property
+    def embed_dim(self) -> int:
+        dim = self.bundle.embed_dim or next(iter(self._towers.values())).output_dim
+        return int(dim)
+
+    @property
+    def logit_scale(self) -> float:
+        return float(self.manifest.get("logit_scale") or DEFAULT_LOGIT_SCALE)
+
+    @property
+    def tokenizer(self):
+        return self._tokenizer
+
+    def _tower(self, name: str) -> _Tower:
+        if name not in self._towers:
+            raise BundleError(f"bundle {self.bundle.root} has no {name} tower (it has: {', '.join(self._towers)})")
+        return self._towers[name]
+
+    def encode_image(self, images: Any, batch_size: int = 8) -> np.ndarray:
+        """Embed one image or a list (paths, bytes, PIL images, HxWx3 uint8 arrays) -> float32 [N, D]."""
+        tower = self._tower("image")
+        _check_batch_size(batch_size)
+        if is_single_image(images):
+            items = [images]
+        elif isinstance(images, np.ndarray) and images.ndim == 4:
+            items = list(images)
+        elif hasattr(images, "__iter__"):
+            items = list(images)
+        else:
+            raise ImageError(f"unsupported image input of type {type(images).__name__}")
+        if not items:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        spec = self.bundle.preprocess
+        outs = []
+        for start in range(0, len(items), batch_size):
+            batch = []
+            for i, item in enumerate(items[start : start + batch_size], start):
+                try:
+                    batch.append(preprocess_image(item, spec, max_pixels=self.max_pixels))
+                except ImageError as exc:
+                    raise ImageError(f"item {i}: {exc}" if len(items) > 1 else str(exc)) from None
+            outs.append(tower.run(np.stack(batch)))
+        return l2_normalize(np.concatenate(outs))
+
+    def tokenize(self, texts: Union[str, Sequence[str]]) -> np.ndarray:
+        """Token ids int64 [N, context_length] (pad 0, eot 49407; long texts cut to the context)."""
+        if self._tokenizer is None:
+            self._tower("text")  # raises: this bundle has no text tower
+        items = [texts] if isinstance(texts, str) else texts
+        if not isinstance(items, (list, tuple)):
+            raise TextError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+        for i, t in enumerate(items):
+            if not isinstance(t, str):
+                raise TextError(f"text {i} is a {type(t).__name__}, not a string: {t!r:.60}")
+        with self._tokenize_lock:
+            return np.asarray(self._tokenizer(list(items)), dtype=np.int64).reshape(len(items), -1)
+
+    def encode_text(self, texts: Union[str, Sequence[str]], batch_size: int = 64) -> np.ndarray:
+        """Embed one string or a list -> float32 [N, D]; "" is embedded as CLIP does, endless text is truncated."""
+        tower = self._tower("text")
+        _check_batch_size(batch_size)
+        if isinstance(texts, (list, tuple)) and not texts:
+            return np.zeros((0, self.embed_dim), dtype=np.float32)
+        ids = self.tokenize(texts)
+        outs = [tower.run(ids[s : s + batch_size]) for s in range(0, len(ids), batch_size)]
+        return l2_normalize(np.concatenate(outs))
+
+    def label_embeddings(self, labels: Sequence[str], templates: Optional[Sequence[str]] = None) -> np.ndarray:
+        """Normalized [L, D] label embeddings averaged over templates; cached per (labels, templates)."""
+        return self._labels.get(labels, templates)
+
+    def classify(self, images: Any, labels: Sequence[str], templates: Optional[Sequence[str]] = None,
+                 top_k: Optional[int] = None) -> list:
+        """Zero-shot classification; see edgeclip.zeroshot.classify."""
+        return zeroshot.classify(self, images, labels, templates=templates, top_k=top_k)
+
+    similarity = staticmethod(similarity)
+
+    def __repr__(self) -> str:
+        return f"Encoder({self.bundle.model_id!r}, towers={list(self._towers)}, providers={self.providers})"
+
+
+__all__ = ["Encoder"]

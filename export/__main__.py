@@ -1,0 +1,4 @@
+"""`python -m export`: see export/cli.py."""
+from export.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,238 @@
+"""The build side's public API: `load_checkpoint`, `build_model`, `export_bundle` (see INTERFACES.md)."""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import nn
+
+import edgeclip
+from edgeclip.bundle import sha256_file
+from export.bundle_writer import write_bundle
+from export.checkpoint import (CheckpointError, check_keys, choose_layout, read_checkpoint, resolve_checkpoint,
+                               unwrap_state_dict)
+from export.onnx_export import (SOT, EOT, ExportError, Tower, check_graph, compare, convert_to_fp16, export_tower,
+                                sample_inputs, use_tanh_gelu, validate)
+from export.reparam import executed_modules, reparameterize as reparameterize_in_place
+from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, ModelSpec, get_spec
+
+CheckpointArg = Union[None, str, Path, dict]
+DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo.safetensors"
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint's tensors with where they came from and which key layout they use."""
+
+    state_dict: dict
+    layout: str
+    name: str
+    sha256: Optional[str]
+    path: Optional[Path]
+
+    def describe(self) -> dict:
+        """The manifest's `source_checkpoint` block."""
+        return {"file": self.name, "sha256": self.sha256, "layout": self.layout}
+
+
+def load_checkpoint(model_id: str, checkpoint: CheckpointArg = None) -> LoadedCheckpoint:
+    """Read (or find, when None) a checkpoint for `model_id` and detect its layout; CheckpointError if unusable."""
+    spec = get_spec(model_id)
+    declared = None
+    if isinstance(checkpoint, dict):
+        sd, name, digest, path = unwrap_state_dict(checkpoint, "the given state_dict"), "<state_dict>", None, None
+    else:
+        if checkpoint is None:
+            path = resolve_checkpoint(spec, DEMO_WEIGHTS if spec.layouts == (LAYOUT_DEMO,) else None)
+        else:
+            path = Path(checkpoint).expanduser()
+        sd, declared = read_checkpoint(path)
+        name, digest = path.name, sha256_file(path)
+    return LoadedCheckpoint(sd, choose_layout(spec, sd, name, declared), name, digest, path)
+
+
+def _construct(spec: ModelSpec, layout: str) -> nn.Module:
+    """An untrained model whose parameters the checkpoint of `layout` fills (built on the current device)."""
+    if layout == LAYOUT_OPEN_CLIP:
+        from export.models.openclip import build_open_clip_model
+
+        return build_open_clip_model(spec)
+    if layout == LAYOUT_APPLE:
+        from export.models.apple import build_apple_model
+
+        return build_apple_model(spec.model_id)
+    from export.models.demo import build_demo_model
+
+    return build_demo_model(checkpoint=None)
+
+
+def _assign(model: nn.Module, sd: dict) -> bool:
+    """Give a meta-built model the checkpoint's tensors (strict); False if some tensor would stay unallocated."""
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
+    model.load_state_dict(sd, strict=True, assign=True)
+    for module in model.modules():  # OpenCLIP's causal mask is a non-persistent buffer: rebuild it
+        mask = module._buffers.get("attn_mask")
+        if mask is not None and mask.is_meta and hasattr(module, "build_causal_mask"):
+            with torch.device("cpu"):
+                module.register_buffer("attn_mask", module.build_causal_mask(), persistent=False)
+    return not any(t.is_meta for t in list(model.parameters()) + list(model.buffers()))
+
+
+def _fit(spec: ModelSpec, model: nn.Module, ckpt: LoadedCheckpoint) -> dict:
+    """Check `ckpt` against what `model` expects (one clear error) and return the model-layout state_dict."""
+    sd = ckpt.state_dict
+    if ckpt.layout == LAYOUT_APPLE:
+        from export.models.apple import apple_checkpoint_keys, convert_apple_state_dict
+
+        check_keys(dict(apple_checkpoint_keys(spec.model_id)), sd, spec.model_id, ckpt.layout, ckpt.name)
+        return convert_apple_state_dict(spec.model_id, sd)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_keys(expected, sd, spec.model_id, ckpt.layout, ckpt.name)
+    return sd
+
+
+def _load(spec: ModelSpec, ckpt: LoadedCheckpoint) -> nn.Module:
+    """Build the model on `meta` (no wasted random init) and fill it from `ckpt`; CPU build as a fallback."""
+    with torch.device("meta"):
+        model = _construct(spec, ckpt.layout)
+    sd = _fit(spec, model, ckpt)
+    try:
+        if not _assign(model, sd):
+            model = _construct(spec, ckpt.layout)
+            model.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {ckpt.name} does not load into {spec.model_id}: {str(exc)[:600]}") from None
+    return model.eval()
+
+
+def build_model(model_id: str, checkpoint: CheckpointArg = None, reparameterize: bool = True) -> nn.Module:
+    """The model in eval mode; `encode_image(x)` / `encode_text(ids)` return UNNORMALIZED embeddings."""
+    spec = get_spec(model_id)
+    model = _load(spec, load_checkpoint(spec.model_id, checkpoint))
+    return reparameterize_in_place(model) if reparameterize else model
+
+
+def _progress(callback: Optional[Callable[[str], None]], message: str) -> None:
+    if callback is not None:
+        callback(message)
+
+
+def _tokenizer_json() -> Path:
+    try:
+        from edgeclip.tokenizer import tokenizer_json_path
+    except ImportError as exc:
+        raise ExportError(f"edgeclip.tokenizer.tokenizer_json_path is unavailable ({exc}); cannot ship tokenizer.json") from None
+    path = Path(tokenizer_json_path())
+    if not path.is_file():
+        raise ExportError(f"the packaged tokenizer {path} is missing")
+    return path
+
+
+def _readiness(path: Path) -> dict:
+    """NNAPI partitioning of a fixed-shape graph, from DEVICE's `runtime.readiness.nnapi_report`."""
+    from runtime.readiness import nnapi_report
+
+    return {"nnapi": nnapi_report(str(path))}
+
+
+def _module_counts(model: nn.Module, spec: ModelSpec) -> dict:
+    """Leaf modules each tower runs on one sample (before/after reparameterization is what the manifest shows)."""
+    out = {}
+    for tower in ("image", "text"):
+        x = torch.from_numpy(sample_inputs(tower, 1, spec.image_size, spec.context_length))
+        out[tower] = executed_modules(model, lambda: Tower(model, tower)(x))
+    return out
+
+
+def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: CheckpointArg = None,
+                  batch: Union[str, int] = "dynamic", gelu: str = "exact", opset: int = 17,
+                  precision: str = "fp32", towers: Sequence[str] = ("image", "text"),
+                  progress: Optional[Callable[[str], None]] = None) -> Path:
+    """Export a reparameterized, validated fp32/fp16 bundle to `out_dir` atomically; return the bundle dir."""
+    spec = get_spec(model_id)
+    if batch != "dynamic" and not (isinstance(batch, int) and batch >= 1):
+        raise ExportError(f"batch must be 'dynamic' or a positive integer, not {batch!r}")
+    if gelu not in ("exact", "tanh") or precision not in ("fp32", "fp16"):
+        raise ExportError(f"gelu must be exact|tanh and precision fp32|fp16 (got {gelu!r}, {precision!r})")
+    towers = tuple(dict.fromkeys(towers))
+    if not towers or any(t not in ("image", "text") for t in towers):
+        raise ExportError(f"towers must be a non-empty subset of ('image', 'text'), not {towers!r}")
+    started = time.perf_counter()
+    _progress(progress, "loading checkpoint")
+    ckpt = load_checkpoint(spec.model_id, checkpoint)
+    _progress(progress, f"building {spec.model_id} ({ckpt.layout} layout) and reparameterizing")
+    model = _load(spec, ckpt)
+    before = _module_counts(model, spec)
+    reparameterize_in_place(model)
+    after = _module_counts(model, spec)
+    gelu_info = _apply_gelu(model, spec, gelu, towers)
+    n_check = 2 if batch == "dynamic" else int(batch)
+    manifest_towers, readiness, files = {}, {}, {}
+    with tempfile.TemporaryDirectory(prefix=".edgeclip-export-", dir=Path(out_dir).expanduser().resolve().parent) as tmp:
+        for tower in towers:
+            path = Path(tmp) / f"{tower}.onnx"
+            _progress(progress, f"exporting the {tower} tower")
+            io = export_tower(model, tower, path, spec.image_size, batch, opset, spec.context_length)
+            stats = check_graph(path)
+            converter = convert_to_fp16(path) if precision == "fp16" else None
+            if converter:
+                stats = check_graph(path)
+            _progress(progress, f"validating the {tower} tower with ONNX Runtime")
+            parity = validate(path, model, tower, n_check, spec.image_size, precision, spec.context_length)
+            entry = {"file": path.name, "sha256": None, "precision": precision, "opset": opset, "batch": batch,
+                     "gelu": gelu, **io,
+                     "node_counts": {"torch_modules_before_reparam": before[tower]["leaf_modules"],
+                                     "torch_batchnorm_before_reparam": before[tower]["batchnorm_modules"],
+                                     "torch_modules_after_reparam": after[tower]["leaf_modules"],
+                                     "torch_batchnorm_after_reparam": after[tower]["batchnorm_modules"], **stats},
+                     "parity": parity, "exporter": f"torch.onnx TorchScript exporter (torch {torch.__version__})"}
+            if tower in gelu_info:
+                entry["gelu_tanh_change"] = gelu_info[tower]
+            if converter:
+                entry["fp16_converter"] = converter
+            manifest_towers[tower] = entry
+            files[path.name] = path
+            if batch != "dynamic":
+                readiness[tower] = _readiness(path)
+        manifest = {
+            "model_id": spec.model_id,
+            "created_by": f"edgeclip {edgeclip.__version__} export",
+            "source_checkpoint": ckpt.describe(),
+            "embed_dim": int(next(iter(manifest_towers.values()))["outputs"][0]["shape"][1]),
+            "logit_scale": _logit_scale(model),
+            "towers": manifest_towers,
+            "preprocess": spec.preprocess,
+            "tokenizer": None,
+            "quantization": None,
+            "device_readiness": readiness or None,
+            "export_seconds": None,
+        }
+        if "text" in towers:
+            files["tokenizer.json"] = _tokenizer_json()
+            manifest["tokenizer"] = {"file": "tokenizer.json", "sha256": None, "context_length": spec.context_length,
+                                     "sot_id": SOT, "eot_id": EOT, "pad_id": 0}
+        _progress(progress, "writing the bundle")
+        manifest["export_seconds"] = round(time.perf_counter() - started, 1)
+        return write_bundle(out_dir, manifest, files)
+
+
+def _logit_scale(model: nn.Module) -> Optional[float]:
+    """exp(logit_scale) of a CLIP model (the zero-shot temperature), None if it has none."""
+    scale = getattr(model, "logit_scale", None)
+    return round(float(scale.detach().exp()), 4) if isinstance(scale, torch.Tensor) else None
+
+
+def _apply_gelu(model: nn.Module, spec: ModelSpec, gelu: str, towers: Sequence[str]) -> dict:
+    """With gelu='tanh', swap nn.GELU modules and record how much each tower's torch output moved."""
+    if gelu != "tanh":
+        return {}
+    samples = {t: torch.from_numpy(sample_inputs(t, 2, spec.image_size, spec.context_length)) for t in towers}
+    with torch.no_grad():
+        exact = {t: Tower(model, t)(x).numpy() for t, x in samples.items()}
+        swapped = use_tanh_gelu(model)
+        return {t: {**compare(Tower(model, t)(x).numpy(), exact[t]), "gelu_modules_swapped": swapped}
+                for t, x in samples.items()}

@@ -1,0 +1,181 @@
+"""Checkpoint files: find them (cache / Hub), read them safely, detect their key layout, check keys and shapes.
+
+Every failure is a CheckpointError whose message names the file and what is wrong with it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping, Optional, Union
+
+from edgeclip.errors import EdgeclipError
+from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, LAYOUTS, ModelSpec, Source
+
+StateDict = dict  # str -> torch.Tensor
+SHOWN_KEYS = 5  # how many offending keys an error message lists per kind
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
+_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+class CheckpointError(EdgeclipError):
+    """A checkpoint that cannot be found, read, or does not fit the requested model."""
+
+
+def edgeclip_home() -> Path:
+    """`$EDGECLIP_HOME`, default `~/.cache/edgeclip`: where generated and downloaded files go."""
+    return Path(os.environ.get("EDGECLIP_HOME") or Path.home() / ".cache" / "edgeclip").expanduser()
+
+
+def cache_path(spec: ModelSpec, source: Source) -> Path:
+    """Where a released checkpoint of `spec` is looked for without `--checkpoint`."""
+    return edgeclip_home() / "checkpoints" / spec.model_id / source.filename
+
+
+# ---------------------------------------------------------------- reading
+def read_checkpoint(path: Union[str, Path]) -> tuple[StateDict, Optional[str]]:
+    """(tensors, declared layout) of a `.pt/.pth/.bin` (torch.load, weights_only) or `.safetensors` file.
+
+    Wrappers are removed; the declared layout comes from safetensors metadata `layout` when present.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    if path.suffix.lower() not in _SUFFIXES:
+        raise CheckpointError(f"checkpoint {path.name}: unsupported file type {path.suffix!r} "
+                              f"(expected one of {', '.join(_SUFFIXES)})")
+    declared = None
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                declared = (f.metadata() or {}).get("layout")
+                raw = {k: f.get_tensor(k) for k in f.keys()}
+        else:
+            import torch
+
+            raw = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, bad header: all reported the same way
+        size = path.stat().st_size
+        raise CheckpointError(
+            f"cannot read checkpoint {path.name} ({size} bytes): it is truncated, corrupt or not a plain "
+            f"PyTorch/safetensors state_dict ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+        ) from None
+    return unwrap_state_dict(raw, path.name), (declared if declared in LAYOUTS else None)
+
+
+def unwrap_state_dict(raw: object, name: str = "checkpoint") -> StateDict:
+    """Strip `{"state_dict": ...}` / `{"model": ...}` wrappers and a DataParallel `module.` prefix."""
+    import torch
+
+    for _ in range(3):
+        if isinstance(raw, Mapping) and not _all_tensors(raw):
+            inner = next((raw[k] for k in _WRAPPER_KEYS if isinstance(raw.get(k), Mapping)), None)
+            if inner is None:
+                break
+            raw = inner
+    if not isinstance(raw, Mapping) or not raw:
+        raise CheckpointError(f"{name} is not a state_dict (found {type(raw).__name__}); "
+                              "expected a mapping of parameter names to tensors")
+    tensors = {k: v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    if not tensors or len(tensors) < len(raw):
+        bad = [k for k, v in raw.items() if not isinstance(v, torch.Tensor)][:SHOWN_KEYS]
+        raise CheckpointError(f"{name} is not a plain state_dict: entries {bad} are not tensors")
+    if all(str(k).startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return dict(tensors)
+
+
+def _all_tensors(d: Mapping) -> bool:
+    import torch
+
+    return all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+# ---------------------------------------------------------------- layouts
+def detect_layout(keys: Iterable[str]) -> Optional[str]:
+    """`ml-mobileclip` (Apple), `open_clip`, or None when the keys look like neither."""
+    keys = list(keys)
+    apple = sum(k.startswith(("image_encoder.", "text_encoder.")) for k in keys)
+    oc = sum(k.startswith(("visual.", "text.", "transformer.", "token_embedding")) for k in keys)
+    if apple and apple >= 0.9 * (len(keys) - 1):
+        return LAYOUT_APPLE
+    if oc and oc >= 0.9 * (len(keys) - 1):
+        return LAYOUT_OPEN_CLIP
+    return None
+
+
+def choose_layout(spec: ModelSpec, keys: Iterable[str], name: str, declared: Optional[str] = None) -> str:
+    """The layout to load `keys` as for `spec`, or a CheckpointError saying why none fits."""
+    if spec.layouts == (LAYOUT_DEMO,) and declared in (None, LAYOUT_DEMO):
+        return LAYOUT_DEMO  # demo keys resemble open_clip's; the strict key check decides
+    found = declared or detect_layout(keys)
+    if found in spec.layouts:
+        return found
+    what = f"an {found} checkpoint" if found else "a checkpoint whose keys match no known layout"
+    raise CheckpointError(f"{name} is {what}, but {spec.model_id} loads only: {', '.join(spec.layouts)}")
+
+
+def check_keys(expected: Mapping[str, tuple], state_dict: Mapping, model_id: str, layout: str, name: str) -> None:
+    """Raise ONE CheckpointError listing missing / unexpected / mis-shaped keys if `state_dict` does not fit."""
+    got = {k: tuple(v.shape) for k, v in state_dict.items()}
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    misshaped = [(k, got[k], tuple(expected[k])) for k in expected if k in got and got[k] != tuple(expected[k])]
+    if not (missing or unexpected or misshaped):
+        return
+    lines = [f"checkpoint {name} does not fit {model_id} ({layout} layout): expected {len(expected)} tensors, "
+             f"file has {len(got)}; {len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} mis-shaped"]
+    if missing:
+        lines.append("  first missing: " + ", ".join(missing[:SHOWN_KEYS]))
+    if unexpected:
+        lines.append("  first unexpected: " + ", ".join(unexpected[:SHOWN_KEYS]))
+    if misshaped:
+        lines.append("  first mis-shaped: " + ", ".join(f"{k} file {list(g)} != model {list(e)}"
+                                                       for k, g, e in misshaped[:SHOWN_KEYS]))
+    lines.append("  Is this the checkpoint of another model? Pass the matching --model.")
+    raise CheckpointError("\n".join(lines))
+
+
+# ---------------------------------------------------------------- resolution
+def _offline() -> bool:
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("EDGECLIP_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def _download(spec: ModelSpec, source: Source) -> Optional[Path]:
+    """Fetch `source` into the cache with huggingface_hub; None when it is not installed or the Hub is unreachable."""
+    if _offline() or source.repo is None:
+        return None
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        return None
+    target = cache_path(spec, source)
+    try:
+        got = hf_hub_download(source.repo, source.filename, local_dir=str(target.parent))
+    except Exception:  # network down, repo moved, auth: the caller prints the manual instructions
+        return None
+    return Path(got)
+
+
+def resolve_checkpoint(spec: ModelSpec, demo_default: Optional[Path] = None) -> Path:
+    """A checkpoint for `spec` when none was given: the cache, else a Hub download, else one clear error."""
+    if demo_default is not None:
+        if demo_default.is_file():
+            return demo_default
+        raise CheckpointError(f"the packaged weights {demo_default} are missing; reinstall edgeclip or pass --checkpoint")
+    for source in spec.sources:
+        if cache_path(spec, source).is_file():
+            return cache_path(spec, source)
+    for source in spec.sources:
+        got = _download(spec, source)
+        if got is not None and got.is_file():
+            return got
+    first = spec.sources[0]
+    others = "".join(f"\n  or {s.url} -> {cache_path(spec, s)}" for s in spec.sources[1:] if s.url)
+    raise CheckpointError(
+        f"no checkpoint for {spec.model_id} in the cache and it could not be downloaded (offline, or huggingface_hub "
+        f"missing). Download {first.url}\n  and put it at {cache_path(spec, first)}{others}\n"
+        f"  (or pass --checkpoint PATH; the cache root is $EDGECLIP_HOME, now {edgeclip_home()})"
+    )

@@ -1,0 +1,1 @@
+"""Model builders for edgeclip export (torch); import submodules directly."""

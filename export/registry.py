@@ -1,0 +1,163 @@
+"""Model registry: one ModelSpec per MobileCLIP variant (sizes, preprocessing, checkpoint layouts and sources).
+
+Torch-free, so `--list` and other teams can read it without the build dependencies.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+LAYOUT_APPLE = "ml-mobileclip"
+LAYOUT_OPEN_CLIP = "open_clip"
+LAYOUT_DEMO = "edgeclip-demo"
+LAYOUTS = (LAYOUT_APPLE, LAYOUT_OPEN_CLIP, LAYOUT_DEMO)
+
+MOBILECLIP_MEAN_STD = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+OPENAI_MEAN_STD = ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
+
+
+class UnknownModelError(ValueError):
+    """A model id or short name that the registry does not know."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a released checkpoint lives: Hugging Face repo + file name, and its key layout."""
+
+    layout: str
+    repo: Optional[str]
+    filename: str
+
+    @property
+    def url(self) -> Optional[str]:
+        return f"https://huggingface.co/{self.repo}/resolve/main/{self.filename}" if self.repo else None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the build side needs to know about one model before touching torch."""
+
+    model_id: str
+    display_name: str
+    image_size: int
+    embed_dim: int
+    params_image_m: float
+    params_text_m: float
+    sources: tuple[Source, ...]
+    open_clip_name: Optional[str] = None
+    mean_std: tuple = MOBILECLIP_MEAN_STD
+    interpolation: str = "bilinear"
+    context_length: int = 77
+    aliases: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def layouts(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.layout for s in self.sources))
+
+    @property
+    def preprocess(self) -> dict:
+        """The bundle's `preprocess` block: resize shortest side, center crop, scale to [0, 1], normalize."""
+        mean, std = self.mean_std
+        s = self.image_size
+        return {"size": s, "resize": s, "resize_mode": "shortest", "interpolation": self.interpolation,
+                "crop": "center", "crop_size": s, "mean": list(mean), "std": list(std)}
+
+    def source_for(self, layout: str) -> Source:
+        for s in self.sources:
+            if s.layout == layout:
+                return s
+        raise UnknownModelError(f"{self.model_id} has no checkpoint in layout {layout!r} (has: {', '.join(self.layouts)})")
+
+
+def _apple(name: str) -> Source:
+    return Source(LAYOUT_APPLE, f"apple/MobileCLIP-{name.upper()}", f"mobileclip_{name}.pt")
+
+
+def _oc_apple(name: str) -> Source:
+    return Source(LAYOUT_OPEN_CLIP, f"apple/MobileCLIP-{name.upper()}-OpenCLIP", "open_clip_pytorch_model.bin")
+
+
+def _oc_timm(name: str) -> Source:
+    return Source(LAYOUT_OPEN_CLIP, f"timm/MobileCLIP2-{name.upper()}-OpenCLIP", "open_clip_model.safetensors")
+
+
+def _mc2_apple(name: str) -> Source:
+    # Apple's own MobileCLIP2 files are OpenCLIP state_dicts saved with torch.save.
+    return Source(LAYOUT_OPEN_CLIP, f"apple/MobileCLIP2-{name.upper()}", f"mobileclip2_{name}.pt")
+
+
+def _demo_constants() -> dict:
+    """Module-level constants of DEMO's `export/models/demo.py`, read without importing it (that needs torch)."""
+    path = Path(__file__).resolve().parent / "models" / "demo.py"
+    found: dict = {}
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return found
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                found[node.targets[0].id] = ast.literal_eval(_NameInliner(found).visit(node.value))
+            except ValueError:
+                pass  # not a literal (a Path, a call): not needed here
+    return found
+
+
+class _NameInliner(ast.NodeTransformer):
+    """Replace names of already-read constants by their values so `literal_eval` accepts the expression."""
+
+    def __init__(self, known: dict) -> None:
+        self.known = known
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.Constant(self.known[node.id]) if node.id in self.known else node
+
+
+def _specs() -> list[ModelSpec]:
+    demo = _demo_constants()
+    demo_pre = demo.get("DEMO_PREPROCESS", {})
+    return [
+        ModelSpec("mobileclip-s0", "MobileCLIP-S0", 256, 512, 11.4, 42.4, (_apple("s0"),), aliases=("s0",)),
+        ModelSpec("mobileclip-s1", "MobileCLIP-S1", 256, 512, 21.5, 63.4, (_apple("s1"), _oc_apple("s1")),
+                  open_clip_name="MobileCLIP-S1", aliases=("s1",)),
+        ModelSpec("mobileclip-s2", "MobileCLIP-S2", 256, 512, 35.7, 63.4, (_apple("s2"), _oc_apple("s2")),
+                  open_clip_name="MobileCLIP-S2", aliases=("s2",)),
+        ModelSpec("mobileclip-b", "MobileCLIP-B", 224, 512, 86.3, 63.4, (_apple("b"), _oc_apple("b")),
+                  open_clip_name="MobileCLIP-B", aliases=("b",)),
+        ModelSpec("mobileclip2-s0", "MobileCLIP2-S0", 256, 512, 11.4, 63.4, (_oc_timm("s0"), _mc2_apple("s0")),
+                  open_clip_name="MobileCLIP2-S0"),
+        ModelSpec("mobileclip2-s2", "MobileCLIP2-S2", 256, 512, 35.7, 63.4, (_oc_timm("s2"), _mc2_apple("s2")),
+                  open_clip_name="MobileCLIP2-S2"),
+        ModelSpec("mobileclip2-b", "MobileCLIP2-B", 224, 512, 86.3, 63.4, (_oc_timm("b"), _mc2_apple("b")),
+                  open_clip_name="MobileCLIP2-B"),
+        ModelSpec("mobileclip2-s3", "MobileCLIP2-S3", 256, 768, 125.2, 123.7, (_oc_timm("s3"), _mc2_apple("s3")),
+                  open_clip_name="MobileCLIP2-S3", mean_std=OPENAI_MEAN_STD),
+        ModelSpec("mobileclip2-s4", "MobileCLIP2-S4", 256, 768, 321.8, 123.7, (_oc_timm("s4"), _mc2_apple("s4")),
+                  open_clip_name="MobileCLIP2-S4", mean_std=OPENAI_MEAN_STD),
+        ModelSpec("demo", "edgeclip demo (tiny, trained on the synthetic set)", int(demo.get("DEMO_IMAGE_SIZE", 64)),
+                  int(demo.get("DEMO_EMBED_DIM", 64)), 0.0, 0.0, (Source(LAYOUT_DEMO, None, "demo.safetensors"),),
+                  mean_std=(tuple(demo_pre.get("mean", (0.0,) * 3)), tuple(demo_pre.get("std", (1.0,) * 3))),
+                  interpolation=demo_pre.get("interpolation", "bilinear")),
+    ]
+
+
+MODELS: dict[str, ModelSpec] = {spec.model_id: spec for spec in _specs()}
+_ALIASES: dict[str, str] = {a: spec.model_id for spec in MODELS.values() for a in spec.aliases}
+
+
+def resolve_model_id(name: str) -> str:
+    """Canonical id for a short name (`s0`), a full id or an OpenCLIP name (`MobileCLIP2-S0`)."""
+    key = str(name).strip().lower()
+    if key in MODELS:
+        return key
+    if key in _ALIASES:
+        return _ALIASES[key]
+    known = ", ".join(list(MODELS) + sorted(_ALIASES))
+    raise UnknownModelError(f"unknown model {name!r}; choose one of: {known}")
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The ModelSpec for any accepted model name."""
+    return MODELS[resolve_model_id(name)]

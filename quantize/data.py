@@ -1,0 +1,143 @@
+"""Split reinforced samples into a held-out evaluation set and a streaming calibration set.
+
+Evaluation samples never reach calibration or the float-node search. Calibration images stream
+(their stored augmented views, preprocessed like on the device) straight into the calibrator;
+only captions (small) and a few search inputs are kept in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from quantize.augment import AugmentError, augmented_view, sample_views
+from quantize.errors import QuantizeError
+from quantize.reinforced import DecodedSample, ReadStats, iter_samples
+
+
+@dataclass
+class EvalSet:
+    """Held-out inputs: one image view and one paired caption per sample, all captions, teacher rows."""
+
+    images: list[np.ndarray] = field(default_factory=list)
+    pair_captions: list[str] = field(default_factory=list)
+    captions: list[str] = field(default_factory=list)
+    teacher_image: list[np.ndarray | None] = field(default_factory=list)
+    teacher_text: list[np.ndarray | None] = field(default_factory=list)
+
+    @property
+    def has_teacher(self) -> bool:
+        return bool(self.teacher_image) and all(t is not None for t in self.teacher_image + self.teacher_text)
+
+
+@dataclass
+class CalibrationPlan:
+    """Where calibration and evaluation samples come from, and how many of each."""
+
+    calibration: list[Path]
+    evaluation: list[Path] | None  # None: hold out the first ``eval_samples`` calibration samples
+    samples: int = 500
+    eval_samples: int = 64
+    views: int = 1
+    rand_augment: bool = False
+    source: str = ""
+
+
+def plan_sources(paths: Sequence[str | os.PathLike], eval_paths: Sequence[str | os.PathLike] | None,
+                 samples: int, eval_samples: int, views: int = 1, rand_augment: bool = False) -> CalibrationPlan:
+    """Resolve user paths; a dataset root with calib/ and eval/ folders uses them as the two splits."""
+    calibration = [Path(p) for p in paths]
+    evaluation = [Path(p) for p in eval_paths] if eval_paths else None
+    if len(calibration) == 1 and evaluation is None and (calibration[0] / "calib").is_dir() \
+            and (calibration[0] / "eval").is_dir():
+        root = calibration[0]
+        calibration, evaluation = [root / "calib"], [root / "eval"]
+    if samples < 1 or eval_samples < 2 or views < 1:
+        raise QuantizeError("need samples >= 1, eval_samples >= 2 and views >= 1")
+    return CalibrationPlan(calibration, evaluation, samples, eval_samples, views, rand_augment,
+                           source=", ".join(str(p) for p in paths))
+
+
+def _eval_entry(sample: DecodedSample, spec: dict, out: EvalSet) -> None:
+    """Add one held-out sample: its first stored view (the teacher's crop) or the plain preprocessing."""
+    from edgeclip.preprocess import preprocess_image
+
+    caps = sample.captions
+    if not caps:
+        raise AugmentError(f"evaluation sample {sample.key} has no caption")
+    if spec is not None:  # None: text-only bundle
+        out.images.append(augmented_view(sample.image, sample.param_aug[0], spec) if sample.param_aug
+                          else preprocess_image(sample.image, spec))
+    out.pair_captions.append(caps[0])
+    out.captions.extend(caps)
+    has = sample.image_emb is not None and sample.text_emb is not None and bool(sample.caption)
+    out.teacher_image.append(sample.image_emb[0] if has else None)
+    out.teacher_text.append(sample.text_emb[0] if has else None)
+
+
+class SamplePass:
+    """One pass over the samples: fills the eval set, collects captions, streams calibration views."""
+
+    def __init__(self, plan: CalibrationPlan, spec: dict | None, search_images: int = 16):
+        self.plan, self.spec, self.search_images = plan, spec, search_images
+        self.stats = ReadStats()
+        self.eval = EvalSet()
+        self.captions: list[str] = []
+        self.search: list[np.ndarray] = []
+        self.calibration_images = 0
+
+    def _add_eval(self, sample: DecodedSample) -> bool:
+        try:
+            _eval_entry(sample, self.spec, self.eval)
+            return True
+        except (AugmentError, ValueError) as exc:
+            self.stats.skip(f"bad eval sample: {exc.__class__.__name__}")
+            return False
+
+    def _load_eval(self) -> None:
+        for sample in iter_samples(self.plan.evaluation, self.stats):
+            if len(self.eval.pair_captions) >= self.plan.eval_samples:
+                break
+            self._add_eval(sample)
+
+    def image_views(self, on_sample: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
+        """Yield calibration views (and fill eval/captions on the way); run it to the end once."""
+        if self.plan.evaluation is not None:
+            self._load_eval()
+        taken = 0
+        for sample in iter_samples(self.plan.calibration, self.stats):
+            if self.plan.evaluation is None and len(self.eval.pair_captions) < self.plan.eval_samples:
+                self._add_eval(sample)
+                continue
+            if taken >= self.plan.samples:
+                break
+            self.captions.extend(sample.captions)
+            if self.spec is not None:
+                try:
+                    views = sample_views(sample, self.spec, self.plan.views, self.plan.rand_augment)
+                except (AugmentError, ValueError) as exc:
+                    self.stats.skip(f"bad augmentation: {exc.__class__.__name__}")
+                    continue
+                for v in views:
+                    if len(self.search) < self.search_images:
+                        self.search.append(v)
+                    yield v
+            taken += 1
+            self.calibration_images = taken
+            if on_sample:
+                on_sample()
+        if len(self.eval.pair_captions) < 2:
+            raise QuantizeError(f"only {len(self.eval.pair_captions)} usable evaluation samples in "
+                                f"{self.plan.evaluation or self.plan.calibration}; need at least 2")
+        if taken == 0:
+            raise QuantizeError(f"no usable calibration sample in {self.plan.source} "
+                                f"(skipped: {dict(self.stats.reasons)})")
+
+    def drain(self) -> None:
+        """Run the pass without an image consumer (text-only bundles)."""
+        for _ in self.image_views():
+            pass

@@ -1,0 +1,416 @@
+"""INT8 static quantization of an edgeclip bundle: ``python -m quantize.int8 --model s0 ...``.
+
+Calibrates on reinforced-dataset samples (stored augmented views and synthetic captions), keeps
+float whatever hurts accuracy or speed on the target, and writes an INT8 bundle with report.json /
+report.md. With ``--bundle`` nothing here imports torch; ``--checkpoint`` exports first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from quantize.calibration import METHODS, CalibrationConfig, batched, calibrate
+from quantize.data import CalibrationPlan, EvalSet, SamplePass, plan_sources
+from quantize.errors import QuantizeError
+from quantize.measure import (embed, fidelity, input_sensitivity, latency_ratio, make_session, neighbour_overlap,
+                              recall_at_1)
+from quantize.recipes import TARGETS, Target, candidate_nodes, get_target, prepare_model
+from quantize.report import check_bars, write_report
+from quantize.search import Goals, TowerResult, TowerSearch
+
+TEXT_BATCH = 16
+
+
+def _edgeclip_home() -> Path:
+    return Path(os.environ.get("EDGECLIP_HOME") or Path.home() / ".cache" / "edgeclip")
+
+
+def _fixed_batch(tower: dict) -> int | None:
+    return tower["batch"] if isinstance(tower.get("batch"), int) else None
+
+
+def _check_target(manifest: dict, target: Target) -> None:
+    """NNAPI needs fixed shapes and tanh GELU in the fp32 graphs; say how to get them otherwise."""
+    if not target.fixed_shapes:
+        return
+    for name, tower in manifest["towers"].items():
+        if _fixed_batch(tower) is None or (target.gelu and tower.get("gelu") != target.gelu):
+            raise QuantizeError(
+                f"target {target.name} needs fixed-shape graphs with {target.gelu} GELU, but the {name} tower has "
+                f"batch={tower.get('batch')!r}, gelu={tower.get('gelu')!r}; export with batch=1, gelu='tanh' "
+                f"(or pass --checkpoint so this command exports it)")
+
+
+def _image_feeds(images: list[np.ndarray], name: str, batch: int | None) -> list[dict]:
+    return list(batched(images, batch or 8, name, fixed=batch is not None))
+
+
+def _text_feeds(ids: np.ndarray, name: str, batch: int | None) -> list[dict]:
+    return list(batched(list(ids), batch or TEXT_BATCH, name, fixed=batch is not None))
+
+
+def _run(path: Path, feeds: list[dict], n: int) -> np.ndarray:
+    return embed(make_session(path), feeds)[:n]
+
+
+def _kept_float(result: TowerResult) -> list[dict]:
+    if result.precision != "int8" or not result.chosen:
+        return []
+    sqnr = dict(result.sensitivity)
+    return [{"node": n, "sqnr_db": sqnr.get(n),
+             "why": f"quantized alone it leaves {sqnr[n]:.1f} dB centered SQNR (among the most damaging)"
+             if n in sqnr else "kept float by the search"} for n in result.chosen.kept_float]
+
+
+class Quantizer:
+    """One quantization run over a loaded fp32 bundle (see ``quantize_bundle``)."""
+
+    def __init__(self, bundle, target: Target, plan: CalibrationPlan, calib: CalibrationConfig, goals: Goals,
+                 work: Path, search_samples: int, progress: bool):
+        self.bundle, self.target, self.plan, self.calib, self.goals = bundle, target, plan, calib, goals
+        self.work, self.search_samples, self.progress = work, search_samples, progress
+        self.manifest = bundle.manifest
+        self.towers = dict(self.manifest["towers"])
+        self.prepared: dict[str, Path] = {}
+        self.ranges: dict = {}
+
+    def _prepare(self, name: str) -> Path:
+        path = self.work / f"{name}-fp32.onnx"
+        onnx.save(prepare_model(onnx.load(str(self.bundle.tower_path(name))), self.target), str(path))
+        self.prepared[name] = path
+        return path
+
+    def _io(self, name: str) -> tuple[str, int | None]:
+        tower = self.towers[name]
+        return tower["inputs"][0]["name"], _fixed_batch(tower)
+
+    def calibrate_all(self) -> SamplePass:
+        """One pass over the samples: image calibration streams, captions and eval are collected."""
+        spec = self.manifest.get("preprocess") if "image" in self.towers else None
+        sample_pass = SamplePass(self.plan, spec, search_images=self.search_samples)
+        if "image" in self.towers:
+            path = self._prepare("image")
+            name, batch = self._io("image")
+            bar = tqdm(total=self.plan.samples, desc="calibrating image tower", unit="img", disable=not self.progress)
+            views = sample_pass.image_views(on_sample=bar.update)
+            self.ranges["image"] = calibrate(path, batched(views, batch or 8, name, fixed=batch is not None),
+                                             self.calib, list(self.target.op_types))
+            bar.close()
+        else:
+            sample_pass.drain()
+        if "text" in self.towers:
+            path = self._prepare("text")
+            name, batch = self._io("text")
+            captions = sample_pass.captions or sample_pass.eval.captions
+            ids = self._tokenize(captions)
+            feeds = tqdm(_text_feeds(ids, name, batch), desc="calibrating text tower", unit="batch",
+                         disable=not self.progress)
+            self.ranges["text"] = calibrate(path, feeds, self.calib, list(self.target.op_types))
+        return sample_pass
+
+    def _tokenize(self, texts: list[str]) -> np.ndarray:
+        from edgeclip.tokenizer import load_tokenizer
+
+        tok = self.manifest.get("tokenizer") or {}
+        tokenizer = load_tokenizer(self.bundle.tokenizer_path, context_length=int(tok.get("context_length", 77)))
+        return tokenizer(texts)
+
+    def search(self, name: str, search_inputs: list, speed_input: dict) -> TowerResult:
+        path = self.prepared[name]
+        model = onnx.load(str(path), load_external_data=False)
+        cands = candidate_nodes(model, self.target)
+        guard = self.target.provider == "CPUExecutionProvider"
+        return TowerSearch(path, self.work, self.ranges[name], self.target, cands, search_inputs, speed_input,
+                           self.goals, measure_speed_guard=guard, progress=self.progress, name=name).run()
+
+
+def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, target: str = "cpu",
+                    calibration: Sequence[str | os.PathLike] | None = None, samples: int = 500,
+                    eval_samples: int = 64, eval_paths: Sequence[str | os.PathLike] | None = None,
+                    method: str = "minmax", moving_average: bool = True, num_bins: int = 2048,
+                    percentile: float = 99.999, views: int = 1, rand_augment: bool = False,
+                    goals: Goals | None = None, search_samples: int = 16, progress: bool = True) -> Path:
+    """Quantize an fp32 bundle into ``out_dir`` (INT8 bundle + report.json + report.md); returns ``out_dir``."""
+    from edgeclip.bundle import load_bundle
+    from edgeclip.errors import BundleError
+
+    started = time.perf_counter()
+    try:
+        bundle = load_bundle(fp32_bundle, verify=True)
+    except BundleError as exc:
+        raise QuantizeError(f"cannot use {fp32_bundle} as the fp32 bundle: {exc}") from exc
+    tgt = get_target(target)
+    _check_target(bundle.manifest, tgt)
+    if any(t.get("precision") != "fp32" for t in bundle.manifest["towers"].values()):
+        raise QuantizeError(f"{fp32_bundle} is not an fp32 bundle; quantize from the fp32 export")
+    if not calibration:
+        raise QuantizeError("no calibration data given (--calibration SHARDS_OR_IMAGES)")
+    plan = plan_sources(calibration, eval_paths, samples, eval_samples, views, rand_augment)
+    calib = CalibrationConfig(method=method, moving_average=moving_average, num_bins=num_bins, percentile=percentile)
+    goals = goals or Goals()
+    out_dir = Path(out_dir).expanduser().resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgeclip-int8-", dir=out_dir.parent) as tmp:
+        work = Path(tmp)
+        q = Quantizer(bundle, tgt, plan, calib, goals, work, search_samples, progress)
+        sample_pass = q.calibrate_all()
+        ev = sample_pass.eval
+        results, final, towers_report = {}, {}, {}
+        embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for name in q.towers:
+            inp, batch = q._io(name)
+            if name == "image":
+                search_in = _image_feeds(sample_pass.search, inp, batch)
+                eval_in, n = _image_feeds(ev.images, inp, batch), len(ev.images)
+                speed_in = {inp: np.stack([ev.images[0]] * (batch or 1))}
+            else:
+                search_ids = q._tokenize(sample_pass.captions[:max(search_samples, 8) * 2] or ev.captions)
+                search_in = _text_feeds(search_ids, inp, batch)
+                eval_ids = q._tokenize(ev.pair_captions + ev.captions)
+                eval_in, n = _text_feeds(eval_ids, inp, batch), len(eval_ids)
+                speed_in = {inp: np.stack([eval_ids[0]] * (batch or 1))}
+            res = results[name] = q.search(name, search_in, speed_in)
+            final[name] = res.model_path or q.prepared[name]
+            ref, test = _run(q.prepared[name], eval_in, n), _run(final[name], eval_in, n)
+            embeddings[name] = (ref, test)
+            latency = latency_ratio(q.prepared[name], final[name], speed_in, runs=40) \
+                if res.precision == "int8" else None
+            fid = fidelity(ref, test)
+            towers_report[name] = {
+                "precision": res.precision, "reason": res.reason, "fidelity": fid, "latency": latency,
+                "input_sensitivity_fp32": input_sensitivity(ref), "bars": check_bars(name, fid, latency),
+                "kept_float": _kept_float(res), **{k: v for k, v in res.as_dict().items() if k in
+                                                   ("candidates", "curve", "sensitivity_sqnr_db")}}
+        report = _assemble_report(bundle.manifest, tgt, plan, calib, goals, sample_pass, towers_report,
+                                  embeddings, ev, final, q, started)
+        files, manifest = _int8_manifest(bundle, tgt, plan, calib, sample_pass, results, final, report, work)
+        return _write(out_dir, manifest, files)
+
+
+def _assemble_report(manifest, tgt, plan, calib, goals, sample_pass, towers_report, embeddings, ev: EvalSet,
+                     final, q: Quantizer, started: float) -> dict:
+    report = {
+        "model_id": manifest.get("model_id"), "target": tgt.name,
+        "calibration": {"source": plan.source, "method": calib.describe(), "images": sample_pass.calibration_images,
+                        "captions": len(sample_pass.captions), "views_per_image": plan.views,
+                        "rand_augment": plan.rand_augment, "skipped": sample_pass.stats.skipped,
+                        "skip_reasons": dict(sample_pass.stats.reasons), "notes": sample_pass.stats.notes},
+        "eval": {"images": len(ev.images), "captions": len(ev.captions) + len(ev.pair_captions),
+                 "source": str(plan.evaluation or "held-out calibration samples")},
+        "goals": {"min_cos": goals.min_cos, "min_centered": goals.min_centered, "min_speedup": goals.min_speedup},
+        "towers": towers_report, "latency_threads": 2,
+        "latency_note": "" if tgt.provider == "CPUExecutionProvider" else
+        f"{tgt.provider} is not in this onnxruntime build: the ratio is measured on the CPU EP, indicative only, "
+        "and the speed guard is not applied.",
+        "retrieval": None, "teacher_top5_overlap": None, "zero_shot": None,
+    }
+    if "image" in embeddings and "text" in embeddings:
+        n = len(ev.images)
+        (ir, it), (tr, tt) = embeddings["image"], embeddings["text"]
+        report["retrieval"] = {"fp32": recall_at_1(ir, tr[:n]), "int8": recall_at_1(it, tt[:n])}
+        if ev.has_teacher:
+            ti, txt = np.stack(ev.teacher_image), np.stack(ev.teacher_text)
+            report["teacher_top5_overlap"] = {"fp32": neighbour_overlap(ir, tr[:n], ti, txt),
+                                              "int8": neighbour_overlap(it, tt[:n], ti, txt)}
+        report["zero_shot"] = _zero_shot(plan, q, final)
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def _dataset_root(plan: CalibrationPlan) -> Path | None:
+    for p in (plan.evaluation or []) + plan.calibration:
+        for cand in (Path(p), *Path(p).parents):
+            if (cand / "eval" / "zero_shot.json").is_file() and (cand / "dataset.json").is_file():
+                return cand
+    return None
+
+
+def _zero_shot(plan: CalibrationPlan, q: Quantizer, final: dict) -> dict | None:
+    """Zero-shot top-1 of fp32 and int8 when the data is a dataset with a zero-shot eval split."""
+    root = _dataset_root(plan)
+    if root is None:
+        return None
+    from edgeclip.preprocess import preprocess_image
+    from quantize.synthetic import evaluate_zero_shot, load_zero_shot
+
+    zs = load_zero_shot(root)
+    spec = q.manifest["preprocess"]
+    (img_in, img_b), (txt_in, txt_b) = q._io("image"), q._io("text")
+    scores = {}
+    for label, paths in (("fp32", q.prepared), ("int8", final)):
+        si, st = make_session(paths["image"]), make_session(paths["text"])
+
+        def enc_image(images, si=si):
+            x = [preprocess_image(im, spec) for im in images]
+            return np.concatenate([si.run(None, f)[0] for f in _image_feeds(x, img_in, img_b)])[:len(x)]
+
+        def enc_text(texts, st=st):
+            ids = q._tokenize(list(texts))
+            return np.concatenate([st.run(None, f)[0] for f in _text_feeds(ids, txt_in, txt_b)])[:len(ids)]
+
+        scores[label] = evaluate_zero_shot(enc_image, enc_text, zs)
+    return {**scores, "drop_points": 100 * (scores["fp32"] - scores["int8"]), "images": len(zs.images)}
+
+
+def _int8_manifest(bundle, tgt: Target, plan, calib, sample_pass, results, final, report, work: Path):
+    manifest = json.loads(json.dumps(bundle.manifest))
+    files = {}
+    for name, tower in manifest["towers"].items():
+        tower["sha256"] = None
+        tower["precision"] = results[name].precision
+        tower.pop("alternates", None)  # ORT-format files of the fp32 graphs do not describe these graphs
+        files[tower["file"]] = final[name]
+        if results[name].precision != "int8":
+            tower["fp32_reason"] = results[name].reason
+    tok = manifest.get("tokenizer")
+    if tok:
+        tok["sha256"] = None
+        files[tok["file"]] = bundle.tokenizer_path
+    manifest.pop("extra_files", None)
+    manifest["created_by"] = f"{manifest.get('created_by', 'edgeclip')} + quantize.int8"
+    manifest["quantization"] = {
+        "target": tgt.name, "method": f"static QDQ, {calib.describe()}",
+        "calibration": {"source": plan.source, "count": sample_pass.calibration_images,
+                        "skipped": sample_pass.stats.skipped},
+        "activations": tgt.activations, "weights": tgt.weights, "per_channel": tgt.per_channel,
+        "kept_float": {n: [k["node"] for k in report["towers"][n]["kept_float"]] for n in results},
+        "towers_int8": [n for n, r in results.items() if r.precision == "int8"],
+        "report": "report.json",
+    }
+    if tgt.fixed_shapes:
+        manifest["device_readiness"] = _readiness(final)
+    js, md = write_report(report, work)
+    files["report.json"], files["report.md"] = js, md
+    return files, manifest
+
+
+def _readiness(final: dict) -> dict | None:
+    try:
+        from runtime.readiness import nnapi_report
+    except ImportError:
+        return None
+    out = {}
+    for name, path in final.items():
+        r = nnapi_report(path)
+        out[name] = {"nnapi": {k: r[k] for k in ("partitions", "nodes_covered", "nodes_total")}}
+    return out
+
+
+def _write(out_dir: Path, manifest: dict, files: dict) -> Path:
+    from export.bundle_writer import write_bundle  # torch-free module
+
+    return write_bundle(out_dir, manifest, files)
+
+
+def _export_fp32(model_id: str, checkpoint: str | None, target: Target, work: Path) -> Path:
+    """Export the fp32 bundle this run quantizes (needs torch; NNAPI gets batch 1 and tanh GELU)."""
+    from export.api import export_bundle
+
+    kwargs = {"batch": 1, "gelu": "tanh"} if target.fixed_shapes else {}
+    return export_bundle(model_id, work / "fp32", checkpoint=checkpoint, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m quantize.int8",
+        description="INT8 static quantization of a MobileCLIP bundle, calibrated on reinforced-dataset samples "
+                    "(DataCompDR/DFNDR shards or a folder of images). Writes an INT8 bundle with report.json and "
+                    "report.md (fidelity vs fp32, retrieval, teacher agreement, same-run speed ratio).")
+    p.add_argument("--model", required=True, help="model id or short name (s0, s1, s2, b, demo, mobileclip2-s0, ...)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="checkpoint to export first (Apple .pt, OpenCLIP .bin/.safetensors); "
+                     "needs torch")
+    src.add_argument("--bundle", help="existing fp32 bundle directory to quantize (no torch needed)")
+    p.add_argument("--calibration", nargs="+", metavar="PATH",
+                   help="webdataset tar shards, folders of shards or images, or globs; a dataset root with calib/ "
+                        "and eval/ folders uses them as the two splits (default for --model demo: the synthetic "
+                        "dataset)")
+    p.add_argument("--eval", nargs="+", metavar="PATH", dest="eval_paths",
+                   help="held-out evaluation samples (default: the first --eval-samples calibration samples, "
+                        "which are then not used for calibration)")
+    p.add_argument("--samples", type=int, default=500, help="calibration images (default 500)")
+    p.add_argument("--eval-samples", type=int, default=64, help="evaluation images (default 64)")
+    p.add_argument("--search-samples", type=int, default=16,
+                   help="calibration images reused to search which nodes stay float (default 16)")
+    p.add_argument("--views", type=int, default=1, help="stored augmented views per calibration image (default 1)")
+    p.add_argument("--rand-augment", action="store_true",
+                   help="also re-apply the stored RandAugment ops (default: only the stored crop)")
+    p.add_argument("--target", choices=sorted(TARGETS), default="cpu",
+                   help="cpu: U8 activations/S8 weights for the CPU EP; xnnpack: S8/S8 per-channel QDQ Conv only; "
+                        "nnapi: U8/symmetric per-channel S8, fixed shapes, tanh GELU (default cpu)")
+    p.add_argument("--method", choices=METHODS, default="minmax", help="calibration method (default minmax)")
+    p.add_argument("--no-moving-average", action="store_true",
+                   help="MinMax over all batches instead of the mean of per-batch extremes")
+    p.add_argument("--bins", type=int, default=2048, help="histogram bins for percentile/entropy (default 2048)")
+    p.add_argument("--percentile", type=float, default=99.999, help="percentile for --method percentile")
+    p.add_argument("--min-cosine", type=float, default=0.995,
+                   help="fidelity goal: mean cosine INT8 vs fp32 per tower (default 0.995)")
+    p.add_argument("--min-centered", type=float, default=0.90,
+                   help="fidelity goal: mean centered cosine per tower (default 0.90)")
+    p.add_argument("--min-speedup", type=float, default=1.0,
+                   help="speed guard: a tower slower than this ratio vs fp32 stays fp32 (default 1.0)")
+    p.add_argument("--out", help="output bundle directory (default $EDGECLIP_HOME/bundles/<model>-int8-<target>)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import onnxruntime
+
+    onnxruntime.set_default_logger_severity(3)  # graph-cleanup warnings are noise here
+    try:
+        return _main(args)
+    except QuantizeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _main(args: argparse.Namespace) -> int:
+    target = get_target(args.target)
+    model_id = "demo" if args.model == "demo" else args.model
+    calibration = args.calibration
+    if model_id == "demo" and not calibration:
+        from quantize.synthetic import ensure_dataset
+
+        calibration = [str(ensure_dataset(progress=not args.quiet))]
+    if not calibration:
+        raise QuantizeError("--calibration is required (shards, folders or globs) except with --model demo")
+    goals = Goals(args.min_cosine, args.min_centered, args.min_speedup)
+    with tempfile.TemporaryDirectory(prefix="edgeclip-int8-export-") as tmp:
+        if args.bundle:
+            fp32 = Path(args.bundle)
+        else:
+            fp32 = _export_fp32(model_id, args.checkpoint, target, Path(tmp))
+        from edgeclip.bundle import load_bundle
+
+        out = Path(args.out) if args.out else _edgeclip_home() / "bundles" / \
+            f"{load_bundle(fp32, verify=False).model_id}-int8-{target.name}"
+        path = quantize_bundle(fp32, out, target=target.name, calibration=calibration, samples=args.samples,
+                               eval_samples=args.eval_samples, eval_paths=args.eval_paths, method=args.method,
+                               moving_average=not args.no_moving_average, num_bins=args.bins,
+                               percentile=args.percentile, views=args.views, rand_augment=args.rand_augment,
+                               goals=goals, search_samples=args.search_samples, progress=not args.quiet)
+    report = json.loads((path / "report.json").read_text())
+    if args.json:
+        print(json.dumps({"bundle": str(path), "report": report}, indent=2))
+    else:
+        print((path / "report.md").read_text())
+        print(f"INT8 bundle written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Benchmark report files: report.json, report.md (tables) and report.png (accuracy vs latency, like MobileCLIP's figure 1).
+
+Each file is written to a temp name in the output folder and renamed into place. matplotlib is imported
+only for the plot and is optional: without it the report says the PNG was skipped.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+INT8_LABEL = "edgeclip int8-cpu"
+BASELINES = ("torch fp32", "ort fp32", "ort int8-dynamic")
+CPU_LIKE = ("CPUExecutionProvider", "torch-cpu")
+
+
+def _latency(rows: list[dict], **match) -> dict[tuple, dict]:
+    """Latency rows by (model, label, tower, batch); rows measured in this run win over merged-in ones."""
+    out = {}
+    for r in sorted(rows, key=lambda r: "measured_in" not in r):
+        if r.get("kind") == "latency" and r.get("status") == "ok" and all(r.get(k) == v for k, v in match.items()):
+            out[(r["model"], r["label"], r["tower"], r["batch"])] = r
+    return out
+
+
+def compute_ratios(rows: list[dict]) -> list[dict]:
+    """For each model at batch 1 on the CPU: edgeclip INT8 (cpu target) latency / each baseline's latency.
+
+    ratio < 1 means INT8 is faster; `speedup` is the inverse. `image+text` sums the two towers' medians.
+    `same_run` is false when either row came from a --baseline-rows file rather than this run.
+    """
+    lat = {k: v for k, v in _latency(rows, batch=1).items() if v["provider"] in CPU_LIKE}
+    out = []
+    for model in sorted({k[0] for k in lat}):
+        for tower in ("image", "text", "image+text"):
+            parts = ("image", "text") if tower == "image+text" else (tower,)
+
+            def total(label: str) -> tuple[Optional[float], bool]:
+                got = [lat.get((model, label, t, 1)) for t in parts]
+                if any(g is None for g in got):
+                    return None, False
+                return sum(g["median_ms"] for g in got), all("measured_in" not in g for g in got)
+
+            int8_ms, int8_here = total(INT8_LABEL)
+            if int8_ms is None:
+                continue
+            for base in BASELINES:
+                base_ms, base_here = total(base)
+                if base_ms is None:
+                    continue
+                out.append({"model": model, "tower": tower, "batch": 1, "int8": INT8_LABEL, "baseline": base,
+                            "int8_ms": int8_ms, "baseline_ms": base_ms, "ratio": int8_ms / base_ms,
+                            "speedup": base_ms / int8_ms, "same_run": int8_here and base_here})
+    return out
+
+
+def _fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _table(headers: list[str], rows: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_fmt(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _short(provider: str) -> str:
+    return provider.removesuffix("ExecutionProvider")
+
+
+def render_markdown(report: dict) -> str:
+    """The human-readable report: ratios first, then latency, end-to-end, cold start, memory, accuracy, skips."""
+    rows = report["rows"]
+    m = report["machine"]
+    cfg = report["config"]
+    plan = cfg.get("plan", {})
+    md = [
+        "# edgeclip benchmark report",
+        "",
+        f"- created: {report['created_utc']}",
+        f"- command: `{report['command']}`" if report.get("command") else "- command: (library call)",
+        f"- machine: {m['platform']} ({m['machine']}, {m['cpu_count']} CPUs), Python {m['python']}, "
+        f"onnxruntime {m['onnxruntime']} (providers: {', '.join(map(_short, m['available_providers']))})",
+        f"- timing: {plan.get('warmup')} warm-up calls, up to {plan.get('rounds')} rounds; all runners of one "
+        f"(tower, batch) are timed in interleaved rounds, so ratios inside a table hold on a noisy machine; "
+        f"threads: {cfg.get('threads') or 'onnxruntime default'}",
+        "",
+    ]
+    md += [f"- note: {n}" for n in report.get("notes", [])] + ([""] if report.get("notes") else [])
+    if report.get("ratios"):
+        md += ["## INT8 (cpu target) vs what users run today, batch 1, CPU", ""]
+        md += _table(
+            ["model", "tower", "baseline", "INT8 ms", "baseline ms", "INT8 / baseline", "speed-up", "same run"],
+            [[r["model"], r["tower"], r["baseline"], r["int8_ms"], r["baseline_ms"], r["ratio"], f"{r['speedup']:.2f}×",
+              "yes" if r["same_run"] else "no"] for r in report["ratios"]],
+        )
+    ok = [r for r in rows if r["kind"] == "latency" and r.get("status") == "ok"]
+    if ok:
+        md += ["## Tower latency", ""]
+        md += _table(
+            ["model", "runner", "provider", "tower", "batch", "median ms", "p90 ms", "ms / item", "n"],
+            [[r["model"], r["label"], _short(r["provider"]), r["tower"], r["batch"], r["median_ms"], r.get("p90_ms"),
+              r.get("per_item_ms", r["median_ms"] / r["batch"]), r.get("n")] for r in ok],
+        )
+    e2e = [r for r in rows if r["kind"] == "end_to_end" and r.get("status") == "ok"]
+    if e2e:
+        md += ["## End to end: JPEG file → normalized embedding (batch 1)", ""]
+        md += _table(
+            ["model", "runner", "provider", "median ms", "p90 ms", "decode ms", "decode + preprocess ms",
+             "decode + preprocess share"],
+            [[r["model"], r["label"], _short(r["provider"]), r["median_ms"], r["p90_ms"], r["decode_ms"],
+              r["decode_preprocess_ms"], f"{100 * r['preprocess_share']:.0f} %" if r.get("preprocess_share") else "–"]
+             for r in e2e],
+        )
+    cold = [r for r in rows if r["kind"] == "cold_start" and r.get("status") == "ok"]
+    mem = {(r["model"], r["label"], r["provider"]): r for r in rows if r["kind"] == "memory" and r.get("status") == "ok"}
+    if cold:
+        md += ["## Cold start (fresh process: import + session + first embedding) and peak RSS", ""]
+        md += _table(
+            ["model", "runner", "provider", "import s", "sessions s", "first image s", "cold start s",
+             "process wall s", "peak RSS MiB (both towers)"],
+            [[r["model"], r["label"], _short(r["provider"]), r.get("import_s"), r.get("session_s"),
+              r.get("first_image_s"), r.get("cold_start_s"), r.get("process_wall_s"),
+              mem.get((r["model"], r["label"], r["provider"]), {}).get("peak_rss_mb")] for r in cold],
+        )
+    acc = [r for r in rows if r["kind"] == "accuracy" and r.get("status") == "ok"]
+    if acc:
+        md += ["## Accuracy", ""]
+        md += _table(
+            ["model", "runner", "provider", "eval", "top-1 %", "drop (pts)", "vs", "image cos", "image centered cos",
+             "text cos"],
+            [[r["model"], r["label"], _short(r["provider"]), Path(str(r["eval"])).name or r["eval"],
+              100 * r["top1"] if r.get("top1") is not None else None, r.get("top1_drop_pts"),
+              r.get("drop_reference", "–"), r.get("image_cos_mean"), r.get("image_centered_cos_mean"),
+              r.get("text_cos_mean")] for r in acc],
+        )
+        md += ["Cosines compare each runner's embeddings with the same model's fp32 bundle on the CPU provider "
+               "(centered: each side minus its mean embedding over the inputs). Drop: top-1 points below the torch "
+               "fp32 row when present, else ORT fp32 on CPU.", ""]
+    bad = [r for r in rows if r.get("status") in ("skipped", "error")]
+    if bad:
+        groups: dict[tuple, list[str]] = {}
+        for r in bad:
+            key = (r["kind"], _short(str(r.get("provider"))), r["status"], str(r.get("reason", "")))
+            what = f"{r.get('model')} {r.get('label')}" + (f" {r['tower']}" if r.get("tower") else "")
+            groups.setdefault(key, []).append(what)
+        md += ["## Skipped and failed", ""]
+        md += _table(["what", "provider", "status", "reason", "runs affected"],
+                     [[kind, provider, status, reason.replace("|", "/").replace("\n", " "), "; ".join(dict.fromkeys(whats))]
+                      for (kind, provider, status, reason), whats in groups.items()])
+    return "\n".join(md)
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def plot_points(rows: list[dict]) -> list[dict]:
+    """One point per (model, runner, provider): image+text batch-1 latency with its top-1 and image cosine."""
+    lat = _latency(rows, batch=1)
+    acc = {(r["model"], r["label"], r["provider"]): r for r in rows if r["kind"] == "accuracy" and r.get("status") == "ok"}
+    points = []
+    for (model, label, provider), a in acc.items():
+        parts = [v for (m, lb, t, _), v in lat.items() if m == model and lb == label and v["provider"] == provider]
+        if not parts:
+            continue
+        points.append({"model": model, "label": label, "provider": provider,
+                       "latency_ms": sum(p["median_ms"] for p in parts),
+                       "towers": "+".join(sorted(p["tower"] for p in parts)),
+                       "top1": a.get("top1"),
+                       "cos": a.get("image_centered_cos_mean", 1.0 if a.get("cos_reference", "").startswith(label) else None)})
+    return points
+
+
+def render_plot(report: dict, path: str) -> None:
+    """Accuracy (top-1, when any row has it) and fidelity (image centered cosine vs fp32) against batch-1 latency."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = plot_points(report["rows"])
+    models = sorted({p["model"] for p in points})
+    labels = sorted({p["label"] for p in points})
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(models)}
+    markers = {lb: "osD^vP*Xph"[i % 10] for i, lb in enumerate(labels)}
+    panels = [("cos", "image embedding centered cosine vs fp32", 1.0, "Fidelity to fp32 vs latency")]
+    if any(p.get("top1") is not None for p in points):
+        panels.insert(0, ("top1", "zero-shot top-1 (%)", 100.0, "Accuracy vs latency"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), squeeze=False)
+    for ax, (key, ylabel, scale, title) in zip(axes[0], panels):
+        shown = [p for p in points if p.get(key) is not None]
+        for i, p in enumerate(sorted(shown, key=lambda p: p["latency_ms"])):
+            ax.scatter(p["latency_ms"], p[key] * scale, color=colors[p["model"]], marker=markers[p["label"]], s=70,
+                       edgecolor="black", linewidth=0.5, zorder=3)
+            ax.annotate(f"{p['model'].removeprefix('mobileclip-')} {p['label'].split(' ', 1)[1]}"
+                        + ("" if p["provider"] == "CPUExecutionProvider" else f" ({_short(p['provider'])})"),
+                        (p["latency_ms"], p[key] * scale), textcoords="offset points", fontsize=8,
+                        xytext=(5, 5 if i % 2 == 0 else -13))  # alternate above/below so neighbours stay legible
+        ax.set_xscale("log")
+        ax.margins(x=0.25, y=0.12)
+        ax.set_xlabel("latency, image + text towers, batch 1 (ms, log scale)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        if not shown:
+            ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
+    handles = [plt.Line2D([], [], color=colors[m], marker="o", linestyle="", label=m) for m in models]
+    handles += [plt.Line2D([], [], color="gray", marker=markers[lb], linestyle="", label=lb) for lb in labels]
+    fig.legend(handles=handles, loc="lower center", ncol=min(6, max(1, len(handles))), fontsize=8, frameon=False)
+    m = report["machine"]
+    fig.suptitle(f"edgeclip on {m['machine']} ({m['cpu_count']} CPUs), onnxruntime {m['onnxruntime']}", fontsize=11)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.savefig(path, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_report(report: dict, out_dir: Path, plot: bool = True) -> list[Path]:
+    """Write report.png (if asked and matplotlib is present), report.json and report.md; return the paths written."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    if plot:
+        try:
+            _atomic_write(out_dir / "report.png", lambda tmp: render_plot(report, tmp))
+            written.append(out_dir / "report.png")
+        except ImportError as exc:
+            report["notes"].append(f"report.png skipped: matplotlib is not installed ({exc})")
+            print(f"skipped: report.png (matplotlib not installed: {exc})", file=sys.stderr, flush=True)
+    _atomic_write(out_dir / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
+    _atomic_write(out_dir / "report.md", lambda tmp: Path(tmp).write_text(render_markdown(report) + "\n"))
+    return written + [out_dir / "report.json", out_dir / "report.md"]

@@ -1,0 +1,51 @@
+"""Create ONNX Runtime sessions with the provider policy of runtime.providers (works with onnxruntime >= 1.20)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from edgeclip.errors import BundleError, ProviderError
+from runtime.providers import Requested, resolve_providers, session_threads
+
+_MODEL_ERRORS = {"InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel", "InvalidArgument"}
+
+
+def create_session(
+    onnx_path: Union[str, Path],
+    providers: Requested = "auto",
+    threads: Optional[int] = None,
+    fixed_shape: bool = False,
+    available: Optional[Sequence[str]] = None,
+):
+    """Build an InferenceSession for `onnx_path`; returns (session, providers it actually runs with).
+
+    Raises BundleError when the file is not a loadable model and ProviderError when a provider fails.
+    """
+    import onnxruntime as ort
+
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ProviderError(f"threads must be a positive integer or None, got {threads!r}")
+    chosen = resolve_providers(providers, available=available, fixed_shape=fixed_shape, threads=threads)
+    names = [name for name, _ in chosen]
+    intra, config = session_threads(names, threads)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    for key, value in config.items():
+        so.add_session_config_entry(key, value)
+    path = Path(onnx_path)
+    try:
+        session = ort.InferenceSession(
+            str(path), sess_options=so, providers=names, provider_options=[opts for _, opts in chosen]
+        )
+    except Exception as exc:  # ORT raises pybind11 classes; sort them into our two kinds
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if type(exc).__name__ in _MODEL_ERRORS or not path.is_file():
+            raise BundleError(f"ONNX Runtime cannot load {path.name}: {message}") from None
+        raise ProviderError(f"ONNX Runtime failed to start {path.name} with {', '.join(names)}: {message}") from None
+    return session, list(session.get_providers())
+
+
+__all__ = ["create_session"]

@@ -1,0 +1,110 @@
+"""Unit tests of the benchmark's parts: evaluation data, metrics, interleaved timing, provider plan, report files."""
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tarfile
+
+import numpy as np
+import pytest
+
+from runtime.bench_accuracy import EvalDataError, class_embeddings, cosine_stats, load_eval_set, top1
+from runtime.bench_report import render_markdown, write_report
+from runtime.bench_runners import provider_plan
+from runtime.bench_timing import TimingPlan, measure_interleaved
+
+
+def test_class_folder_labels_prompts_and_limit(eval_folder):
+    es = load_eval_set(eval_folder)
+    assert es.kind == "zero-shot" and len(es.prompts) == 4  # the empty class still is a label
+    names = sorted(p.name for p in eval_folder.iterdir() if p.is_dir())
+    assert es.prompts[names.index("cat")] == ["a photo of a cat", "a kitten"]
+    assert es.prompts[names.index("red_car")] == ["a photo of a red car.", "a red car."]
+    assert len(es.images) == 9 and all(es.images[i].parent.name == names[es.labels[i]] for i in range(9))
+    with_images = {names.index(c) for c in ("blue_sky", "cat", "red_car")}
+    assert set(load_eval_set(eval_folder, limit=3).labels) == with_images  # round-robin keeps every class
+
+
+def test_folder_without_classes_is_refused(tmp_path):
+    (tmp_path / "only").mkdir()
+    with pytest.raises(EvalDataError, match="two class subfolders"):
+        load_eval_set(tmp_path)
+    with pytest.raises(EvalDataError, match="not found"):
+        load_eval_set(tmp_path / "nope")
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def test_reinforced_shards_become_a_retrieval_set(tmp_path):
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buf, format="JPEG")
+    with tarfile.open(tmp_path / "shard-000.tar", "w") as tar:
+        for i in range(3):
+            _add(tar, f"s{i}.jpg", buf.getvalue())
+            _add(tar, f"s{i}.txt", f"caption {i}".encode())
+            _add(tar, f"s{i}.syn.json", b'{"syn_text": []}')
+        _add(tar, "lonely.jpg", buf.getvalue())  # no caption: not usable
+    es = load_eval_set(tmp_path)
+    assert es.kind == "retrieval" and list(es.labels) == [0, 1, 2]
+    assert [p[0] for p in es.prompts] == ["caption 0", "caption 1", "caption 2"]
+
+
+def test_top1_and_cosines_are_exact_on_known_embeddings():
+    rng = np.random.default_rng(0)
+    text = rng.standard_normal((6, 16))
+    prompts = [["a", "b"], ["c"], ["d", "e", "f"]]
+    classes = class_embeddings(text, prompts)
+    labels = np.array([2, 0, 1, 2])
+    assert top1(classes[labels] * 3.0, classes, labels) == 1.0
+    assert top1(classes[(labels + 1) % 3], classes, labels) == 0.0
+    x = rng.standard_normal((5, 16))
+    stats = cosine_stats(x, 2 * x)
+    assert stats["cos_mean"] == pytest.approx(1.0) and stats["centered_cos_mean"] == pytest.approx(1.0)
+    assert cosine_stats(x, -x)["cos_mean"] == pytest.approx(-1.0)
+
+
+def test_interleaved_timing_keeps_going_when_one_candidate_fails():
+    calls = []
+
+    def boom():
+        raise RuntimeError("provider refused")
+
+    samples, errors = measure_interleaved({"a": lambda: calls.append("a"), "b": boom},
+                                          TimingPlan(warmup=1, rounds=4, min_rounds=1, budget_s=10))
+    assert list(samples) == ["a"] and len(samples["a"]) == 4 and len(calls) == 5
+    assert errors == {"b": "RuntimeError: provider refused"}
+
+
+def test_provider_plan_records_absent_providers():
+    run, skipped = provider_plan(None, ["AzureExecutionProvider", "CPUExecutionProvider"])
+    assert run == ["CPUExecutionProvider"]
+    assert set(skipped) == {"AzureExecutionProvider", "XnnpackExecutionProvider", "NnapiExecutionProvider"}
+    run, skipped = provider_plan(["cpu", "xnnpack"], ["CPUExecutionProvider", "XnnpackExecutionProvider"])
+    assert run == ["CPUExecutionProvider", "XnnpackExecutionProvider"] and not skipped
+    with pytest.raises(ValueError, match="unknown execution provider"):
+        provider_plan(["warp"], ["CPUExecutionProvider"])
+
+
+def _report() -> dict:
+    row = {"kind": "latency", "model": "m", "engine": "onnxruntime", "variant": "fp32", "provider": "CPUExecutionProvider",
+           "label": "ort fp32", "bundle": "b", "tower": "image", "batch": 1, "status": "ok", "median_ms": 2.0,
+           "p90_ms": 3.0, "mean_ms": 2.0, "min_ms": 1.0, "n": 3, "per_item_ms": 2.0}
+    return {"schema": "edgeclip-bench/1", "created_utc": "now", "command": "x", "config": {"plan": {}},
+            "machine": {"platform": "p", "machine": "x86_64", "cpu_count": 2, "python": "3", "onnxruntime": "1",
+                        "available_providers": ["CPUExecutionProvider"]},
+            "notes": [], "rows": [row], "ratios": []}
+
+
+def test_report_without_matplotlib_says_so(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    written = write_report(_report(), tmp_path)
+    assert sorted(p.name for p in written) == ["report.json", "report.md"] and not (tmp_path / "report.png").exists()
+    assert "matplotlib is not installed" in json.loads((tmp_path / "report.json").read_text())["notes"][0]
+    assert "| m | ort fp32 | CPU | image | 1 | 2.00 | 3.00 |" in render_markdown(_report())

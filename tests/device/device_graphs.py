@@ -1,0 +1,156 @@
+"""Small ONNX graphs built in the tests: MLP blocks with exact (Erf) or tanh GELU, fp32 or QDQ."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _gelu(prefix: str, x: str, kind: str, nodes: list, inits: list) -> str:
+    """Append GELU nodes as torch exports them: exact -> Erf, tanh -> Pow/Tanh polynomial."""
+    def const(name: str, value: float) -> str:
+        inits.append(numpy_helper.from_array(np.array(value, np.float32), f"{prefix}{name}"))
+        return f"{prefix}{name}"
+
+    if kind == "exact":
+        nodes += [
+            helper.make_node("Div", [x, const("sqrt2", 2 ** 0.5)], [f"{prefix}d"]),
+            helper.make_node("Erf", [f"{prefix}d"], [f"{prefix}e"]),
+            helper.make_node("Add", [f"{prefix}e", const("one", 1.0)], [f"{prefix}a"]),
+        ]
+    else:
+        nodes += [
+            helper.make_node("Pow", [x, const("three", 3.0)], [f"{prefix}p"]),
+            helper.make_node("Mul", [f"{prefix}p", const("c", 0.044715)], [f"{prefix}pc"]),
+            helper.make_node("Add", [x, f"{prefix}pc"], [f"{prefix}in"]),
+            helper.make_node("Mul", [f"{prefix}in", const("k", (2 / np.pi) ** 0.5)], [f"{prefix}ik"]),
+            helper.make_node("Tanh", [f"{prefix}ik"], [f"{prefix}t"]),
+            helper.make_node("Add", [f"{prefix}t", const("one", 1.0)], [f"{prefix}a"]),
+        ]
+    nodes += [
+        helper.make_node("Mul", [x, f"{prefix}a"], [f"{prefix}m"]),
+        helper.make_node("Mul", [f"{prefix}m", const("half", 0.5)], [f"{prefix}out"]),
+    ]
+    return f"{prefix}out"
+
+
+def mlp_model(gelu: str = "exact", blocks: int = 3, batch: int | str = 1, dim: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """A chain of MatMul+bias+GELU blocks on a [batch, dim] input; opset 17."""
+    rng = np.random.default_rng(seed)
+    nodes: list = []
+    inits: list = []
+    x = "x"
+    for b in range(blocks):
+        w = numpy_helper.from_array((rng.standard_normal((dim, dim)) / dim ** 0.5).astype(np.float32), f"w{b}")
+        bias = numpy_helper.from_array(rng.standard_normal(dim).astype(np.float32) * 0.1, f"b{b}")
+        inits += [w, bias]
+        nodes += [
+            helper.make_node("MatMul", [x, f"w{b}"], [f"mm{b}"]),
+            helper.make_node("Add", [f"mm{b}", f"b{b}"], [f"lin{b}"]),
+        ]
+        x = _gelu(f"g{b}_", f"lin{b}", gelu, nodes, inits)
+    nodes.append(helper.make_node("Identity", [x], ["y"]))
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, dim])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, dim])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def conv_model(batch: int | str = 1, channels: int = 8, size: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """Conv -> Relu -> Conv -> GlobalAveragePool -> Flatten -> MatMul: an image-tower-like fp32 graph."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((channels, 3, 3, 3)) * 0.3).astype(np.float32), "w0"),
+        numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32) * 0.1, "b0"),
+        numpy_helper.from_array((rng.standard_normal((channels, channels, 1, 1)) * 0.3).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32) * 0.1, "b1"),
+        numpy_helper.from_array((rng.standard_normal((channels, 4)) * 0.3).astype(np.float32), "proj"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"]),
+        helper.make_node("GlobalAveragePool", ["c1"], ["gap"]),
+        helper.make_node("Flatten", ["gap"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "proj"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "convnet",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def save(model: onnx.ModelProto, path: Path) -> Path:
+    """Write a model and return its path."""
+    onnx.save(model, str(path))
+    return path
+
+
+def text_model(batch: int | str = 1, context: int = 77, vocab: int = 49408, dim: int = 16, seed: int = 0) -> onnx.ModelProto:
+    """A toy text tower on int64 ids: embedding Gather -> ReduceMean over tokens -> projection MatMul."""
+    rng = np.random.default_rng(seed)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((vocab, dim)) * 0.1).astype(np.float32), "tok_emb"),
+        numpy_helper.from_array((rng.standard_normal((dim, 8)) * 0.3).astype(np.float32), "proj"),
+    ]
+    nodes = [
+        helper.make_node("Gather", ["tok_emb", "input_ids"], ["emb"]),
+        helper.make_node("ReduceMean", ["emb"], ["pooled"], axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "proj"], ["embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "text",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [batch, context])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, 8])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_tiny_bundle(root: Path, batch: int | str = 1) -> Path:
+    """A format-1 bundle with toy image/text towers (not CLIP-accurate; for graph-level tools)."""
+    import json
+    import shutil
+
+    from edgeclip.bundle import sha256_file
+
+    root.mkdir(parents=True)
+    save(conv_model(batch=batch, size=16), root / "image.onnx")
+    save(text_model(batch=batch), root / "text.onnx")
+    shutil.copyfile(Path(__file__).resolve().parents[2] / "edgeclip" / "data" / "clip_tokenizer.json", root / "tokenizer.json")
+    def tower(file: str, inp: dict, out_dim: int) -> dict:
+        return {"file": file, "sha256": sha256_file(root / file), "precision": "fp32", "opset": 17,
+                "batch": batch if isinstance(batch, int) else "dynamic", "gelu": "tanh", "inputs": [inp],
+                "outputs": [{"name": "y" if file == "image.onnx" else "embedding", "shape": [batch, out_dim], "dtype": "float32"}]}
+    manifest = {
+        "format": "edgeclip-bundle", "format_version": 1, "model_id": "tiny-test", "embed_dim": 4,
+        "towers": {
+            "image": tower("image.onnx", {"name": "x", "shape": [batch, 3, 16, 16], "dtype": "float32"}, 4),
+            "text": tower("text.onnx", {"name": "input_ids", "shape": [batch, 77], "dtype": "int64"}, 8),
+        },
+        "preprocess": {"size": 16, "resize": 16, "resize_mode": "shortest", "interpolation": "bilinear",
+                       "crop": "center", "crop_size": 16, "mean": [0, 0, 0], "std": [1, 1, 1]},
+        "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(root / "tokenizer.json"), "context_length": 77,
+                      "sot_id": 49406, "eot_id": 49407, "pad_id": 0},
+        "quantization": None, "device_readiness": None,
+    }
+    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    return root

@@ -1,0 +1,39 @@
+"""`python -m export --help / --list` and usage errors."""
+from __future__ import annotations
+
+import json
+
+from export.cli import main
+from export.registry import MODELS
+
+
+def test_help_explains_options(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as exc:
+        assert exc.code == 0
+    out = capsys.readouterr().out
+    for opt in ("--model", "--checkpoint", "--out", "--batch", "--gelu", "--opset", "--precision", "--list", "--json"):
+        assert opt in out
+    assert "EDGECLIP_HOME" in out and "NNAPI" in out
+
+
+def test_list_shows_every_model_with_sizes(capsys):
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for model_id in MODELS:
+        assert model_id in out
+    assert "11.4 + 42.4" in out  # S0's published image + text parameter counts
+    assert main(["--list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["model_id"] for r in rows} == set(MODELS)
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["--model", "s0"]) == 2
+    assert main(["--model", "nope", "--out", "x"]) == 2
+    assert "unknown model 'nope'" in capsys.readouterr().err
+    try:
+        main(["--model", "s0", "--out", "x", "--batch", "zero"])
+    except SystemExit as exc:
+        assert exc.code == 2

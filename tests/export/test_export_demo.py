@@ -1,0 +1,54 @@
+"""The `demo` registry entry: DEMO's model, its safetensors layout, exported through the same pipeline."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from export.registry import MODELS
+
+
+def test_demo_entry_reads_demo_constants():
+    from export.models import demo
+
+    spec = MODELS["demo"]
+    assert spec.image_size == demo.DEMO_IMAGE_SIZE and spec.embed_dim == demo.DEMO_EMBED_DIM
+    assert spec.preprocess == demo.DEMO_PREPROCESS
+    assert spec.layouts == ("edgeclip-demo",)
+
+
+def test_demo_checkpoint_exports_and_matches_torch(tmp_path):
+    from safetensors.torch import save_file
+
+    from edgeclip import Encoder
+    from export.api import build_model, export_bundle
+    from export.models.demo import build_demo_model, checkpoint_metadata
+
+    torch.manual_seed(0)
+    sd = build_demo_model(checkpoint=None).state_dict()
+    ckpt = tmp_path / "demo.safetensors"
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(ckpt), metadata=checkpoint_metadata())
+    out = export_bundle("demo", tmp_path / "bundle", checkpoint=ckpt)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["source_checkpoint"]["layout"] == "edgeclip-demo"
+    model = build_model("demo", ckpt)
+    texts = ["a red square", "two blue circles"]
+    enc = Encoder(out, providers="cpu", threads=1)
+    with torch.no_grad():
+        ref = model.encode_text(torch.from_numpy(enc.tokenize(texts))).numpy()
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    assert (enc.encode_text(texts) * ref).sum(1).min() >= 0.9999
+
+
+def test_open_clip_file_for_demo_is_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    from export.api import build_model
+    from export.checkpoint import CheckpointError
+
+    ckpt = tmp_path / "x.safetensors"
+    save_file({"visual.trunk.w": torch.zeros(2), "text.w": torch.zeros(2)}, str(ckpt), metadata={"layout": "open_clip"})
+    with pytest.raises(CheckpointError, match="demo loads only: edgeclip-demo"):
+        build_model("demo", ckpt)

@@ -1,0 +1,72 @@
+"""Differential tests against OpenCLIP's own SimpleTokenizer (the reference), on random tricky strings,
+special-token literals and every code point; skipped where open_clip_torch is not installed (device installs)."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from edgeclip.tokenizer.pretokenize import compile_pattern
+
+PIECES = ["<start_of_text>", "<end_of_text>", "<|startoftext|>", "!", "<", " ", "\n", "'s", "'S", "'ſ", "İ", "ǅ", "Σ",
+          "ς", "\u0345", "&amp;", "&lt;", "Ã©", "ﬁ", "½", "²", "Ⅻ", "一", "猫", "🐶", "\u200b", "\xad", "\u0301", "e",
+          "x", "ab", "The", "dog", "12", "٣", "\t", "K", "ß", "&#10;", "\r\n"]
+
+
+@pytest.fixture(scope="module")
+def reference():
+    tokenizer = pytest.importorskip("open_clip.tokenizer", reason="open_clip_torch (the reference tokenizer) is not installed")
+    return tokenizer.SimpleTokenizer()
+
+
+def _random_texts(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    texts = []
+    while len(texts) < n:
+        parts = []
+        for _ in range(rng.randint(0, 12)):
+            r = rng.random()
+            if r < 0.5:
+                parts.append(rng.choice(PIECES))
+            else:
+                top = 0x3000 if r < 0.8 else 0x10FFFF
+                cp = rng.randint(0x20, top)
+                if not 0xD800 <= cp < 0xE000:
+                    parts.append(chr(cp))
+        texts.append("".join(parts))
+    return texts
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_tricky_strings_match_openclip(reference, tok, seed):
+    texts = _random_texts(seed, 600)
+    expected = reference(texts).numpy()
+    got = tok(texts)
+    wrong = [texts[i] for i in np.where((got != expected).any(axis=1))[0]]
+    assert not wrong, f"{tok.backend}: {len(wrong)} texts differ from OpenCLIP, e.g. {wrong[:3]!r}"
+
+
+@pytest.mark.parametrize("text", [
+    "<start_of_text>", "a <end_of_text> b", "x<start_of_text>y", "!<start_of_text>", "<<end_of_text>>",
+    "<START_OF_TEXT> shouted", "<ſtart_of_text> long s", "it'ſ", "'S and 'LL", "<start_of_<end_of_text>",
+    "word " * 80 + "<end_of_text>", "\u0345alone", "ok\u0345ok",
+])
+def test_special_literals_and_case_folding_match_openclip(reference, tok, text):
+    np.testing.assert_array_equal(tok(text), reference(text).numpy())
+
+
+def test_long_texts_match_openclip(reference, tok):
+    rng = random.Random(3)
+    texts = [" ".join(rng.choice(["cat", "Dog!", "naïve", "&amp;", "2024", "东京"]) for _ in range(n)) for n in (75, 76, 77, 5000)]
+    texts.append("abcdefghij" * 40)  # one 400-letter word: the long-word path
+    np.testing.assert_array_equal(tok(texts), reference(texts).numpy())
+
+
+def test_stdlib_pattern_classifies_every_code_point_like_regex():
+    """Each code point, alone between spaces and glued to letters, is split identically by `regex` and stdlib `re`."""
+    pytest.importorskip("regex", reason="the `regex` package is the reference for the stdlib pattern")
+    chars = [chr(cp) for cp in range(0x110000) if not 0xD800 <= cp < 0xE000]
+    with_regex, with_re = compile_pattern(("<start_of_text>",), True), compile_pattern(("<start_of_text>",), False)
+    for text in (" ".join(chars), "a".join(chars), "1".join(chars)):
+        assert with_regex.findall(text) == with_re.findall(text)
