@@ -96,14 +96,20 @@ def _fit(spec: ModelSpec, model: nn.Module, ckpt: LoadedCheckpoint) -> dict:
 
 
 def _load(spec: ModelSpec, ckpt: LoadedCheckpoint) -> nn.Module:
-    """Build the model on `meta` (no wasted random init) and fill it from `ckpt`; CPU build as a fallback."""
-    with torch.device("meta"):
+    """Build the model and fill it from `ckpt` (one clear CheckpointError if it does not fit).
+
+    OpenCLIP models are built on `meta` and get the checkpoint's tensors assigned: their random init
+    would cost seconds for nothing. The other builders run on CPU.
+    """
+    on_meta = ckpt.layout == LAYOUT_OPEN_CLIP
+    with torch.device("meta" if on_meta else "cpu"):
         model = _construct(spec, ckpt.layout)
     sd = _fit(spec, model, ckpt)
     try:
-        if not _assign(model, sd):
-            model = _construct(spec, ckpt.layout)
+        if not on_meta:
             model.load_state_dict(sd, strict=True)
+        elif not _assign(model, sd):
+            raise RuntimeError("some tensors of the model are provided neither by the checkpoint nor by the builder")
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {ckpt.name} does not load into {spec.model_id}: {str(exc)[:600]}") from None
     return model.eval()
@@ -134,15 +140,18 @@ def _tokenizer_json() -> Path:
 
 def _readiness(path: Path) -> dict:
     """NNAPI partitioning of a fixed-shape graph, from DEVICE's `runtime.readiness.nnapi_report`."""
-    from runtime.readiness import nnapi_report
+    try:
+        from runtime.readiness import nnapi_report
 
-    return {"nnapi": nnapi_report(str(path))}
+        return {"nnapi": nnapi_report(str(path))}
+    except Exception as exc:  # the analysis is informative; a failure is recorded, not fatal to the export
+        return {"nnapi": None, "error": f"{type(exc).__name__}: {exc}"}
 
 
-def _module_counts(model: nn.Module, spec: ModelSpec) -> dict:
+def _module_counts(model: nn.Module, spec: ModelSpec, towers: Sequence[str]) -> dict:
     """Leaf modules each tower runs on one sample (before/after reparameterization is what the manifest shows)."""
     out = {}
-    for tower in ("image", "text"):
+    for tower in towers:
         x = torch.from_numpy(sample_inputs(tower, 1, spec.image_size, spec.context_length))
         out[tower] = executed_modules(model, lambda: Tower(model, tower)(x))
     return out
@@ -166,9 +175,9 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
     ckpt = load_checkpoint(spec.model_id, checkpoint)
     _progress(progress, f"building {spec.model_id} ({ckpt.layout} layout) and reparameterizing")
     model = _load(spec, ckpt)
-    before = _module_counts(model, spec)
+    before = _module_counts(model, spec, towers)
     reparameterize_in_place(model)
-    after = _module_counts(model, spec)
+    after = _module_counts(model, spec, towers)
     gelu_info = _apply_gelu(model, spec, gelu, towers)
     n_check = 2 if batch == "dynamic" else int(batch)
     manifest_towers, readiness, files = {}, {}, {}

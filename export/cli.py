@@ -130,5 +130,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   f"nodes={tower['node_counts']['onnx_nodes']} vs torch: cos {p['cosine']:.7f}, max|d| {p['max_abs_diff']:.2e}")
         for name, ready in (manifest.get("device_readiness") or {}).items():
             n = ready["nnapi"]
-            print(f"  {name} NNAPI: {n['partitions']} partition(s), {n['nodes_covered']}/{n['nodes_total']} nodes")
+            print(f"  {name} NNAPI: {n['partitions']} partition(s), {n['nodes_covered']}/{n['nodes_total']} nodes"
+                  if n else f"  {name} NNAPI: not analysed ({ready.get('error')})")
     return 0

@@ -208,8 +208,8 @@ def build_text_e2e(bundle_dir: str | Path) -> Any:
     tower = bundle.towers.get("text")
     if tower is None:
         raise E2EError(f"bundle {bundle.root} has no text tower")
-    if tower.get("batch", "dynamic") != "dynamic":
-        raise E2EError("text_e2e needs a dynamic-batch text tower (the graph takes any number of strings)")
+    if tower.get("batch", "dynamic") not in ("dynamic", 1):
+        raise E2EError(f"text_e2e needs a dynamic or batch-1 text tower, not batch {tower.get('batch')!r}")
     tok = bundle.manifest.get("tokenizer") or {}
     if bundle.tokenizer_path is None:
         raise E2EError(f"bundle {bundle.root} names no tokenizer.json")

@@ -73,6 +73,17 @@ def full_avg_pool_as_mean() -> Iterator[None]:
         F.avg_pool2d = original
 
 
+@contextlib.contextmanager
+def _mha_fastpath(enabled: bool) -> Iterator[None]:
+    """Temporarily switch PyTorch's fused multi-head-attention inference path."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
 def sample_inputs(tower: str, n: int, image_size: int, context_length: int = 77) -> np.ndarray:
     """Deterministic validation inputs: smooth distinct images in [0, 1], or token rows of varying length."""
     if tower == "image":
@@ -98,7 +109,9 @@ def export_tower(model: nn.Module, tower: str, path: Path, image_size: int, batc
     example = torch.from_numpy(sample_inputs(tower, n, image_size, context_length))
     dynamic_axes = {name: {0: "batch"}, OUTPUT: {0: "batch"}} if batch == "dynamic" else None
     try:
-        with warnings.catch_warnings(), full_avg_pool_as_mean(), torch.no_grad():
+        # no torch.no_grad() here: it would let nn.MultiheadAttention take its fused fast path,
+        # which has no ONNX symbolic (aten::_native_multi_head_attention)
+        with warnings.catch_warnings(), full_avg_pool_as_mean(), _mha_fastpath(False):
             warnings.simplefilter("ignore")
             torch.onnx.export(Tower(model, tower).eval(), (example,), str(path), dynamo=False,
                               input_names=[name], output_names=[OUTPUT], dynamic_axes=dynamic_axes,

@@ -75,8 +75,8 @@ def _apple(name: str) -> Source:
     return Source(LAYOUT_APPLE, f"apple/MobileCLIP-{name.upper()}", f"mobileclip_{name}.pt")
 
 
-def _oc_apple(name: str) -> Source:
-    return Source(LAYOUT_OPEN_CLIP, f"apple/MobileCLIP-{name.upper()}-OpenCLIP", "open_clip_pytorch_model.bin")
+def _oc_apple(name: str, filename: str = "open_clip_model.safetensors") -> Source:
+    return Source(LAYOUT_OPEN_CLIP, f"apple/MobileCLIP-{name.upper()}-OpenCLIP", filename)
 
 
 def _oc_timm(name: str) -> Source:
@@ -120,11 +120,14 @@ def _specs() -> list[ModelSpec]:
     demo_pre = demo.get("DEMO_PREPROCESS", {})
     return [
         ModelSpec("mobileclip-s0", "MobileCLIP-S0", 256, 512, 11.4, 42.4, (_apple("s0"),), aliases=("s0",)),
-        ModelSpec("mobileclip-s1", "MobileCLIP-S1", 256, 512, 21.5, 63.4, (_apple("s1"), _oc_apple("s1")),
+        ModelSpec("mobileclip-s1", "MobileCLIP-S1", 256, 512, 21.5, 63.4, (_apple("s1"), _oc_apple("s1"),
+                  _oc_apple("s1", "open_clip_pytorch_model.bin")),
                   open_clip_name="MobileCLIP-S1", aliases=("s1",)),
-        ModelSpec("mobileclip-s2", "MobileCLIP-S2", 256, 512, 35.7, 63.4, (_apple("s2"), _oc_apple("s2")),
+        ModelSpec("mobileclip-s2", "MobileCLIP-S2", 256, 512, 35.7, 63.4, (_apple("s2"), _oc_apple("s2"),
+                  _oc_apple("s2", "open_clip_pytorch_model.bin")),
                   open_clip_name="MobileCLIP-S2", aliases=("s2",)),
-        ModelSpec("mobileclip-b", "MobileCLIP-B", 224, 512, 86.3, 63.4, (_apple("b"), _oc_apple("b")),
+        ModelSpec("mobileclip-b", "MobileCLIP-B", 224, 512, 86.3, 63.4, (_apple("b"), _oc_apple("b"),
+                  _oc_apple("b", "open_clip_pytorch_model.bin")),
                   open_clip_name="MobileCLIP-B", aliases=("b",)),
         ModelSpec("mobileclip2-s0", "MobileCLIP2-S0", 256, 512, 11.4, 63.4, (_oc_timm("s0"), _mc2_apple("s0")),
                   open_clip_name="MobileCLIP2-S0"),

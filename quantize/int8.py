@@ -77,12 +77,13 @@ class Quantizer:
     """One quantization run over a loaded fp32 bundle (see ``quantize_bundle``)."""
 
     def __init__(self, bundle, target: Target, plan: CalibrationPlan, calib: CalibrationConfig, goals: Goals,
-                 work: Path, search_samples: int, progress: bool):
+                 work: Path, search_samples: int, progress: bool, max_captions: int = 1024):
         self.bundle, self.target, self.plan, self.calib, self.goals = bundle, target, plan, calib, goals
         self.work, self.search_samples, self.progress = work, search_samples, progress
         self.manifest = bundle.manifest
         self.towers = dict(self.manifest["towers"])
         self.prepared: dict[str, Path] = {}
+        self.max_captions = max_captions
         self.ranges: dict = {}
 
     def _prepare(self, name: str) -> Path:
@@ -112,7 +113,7 @@ class Quantizer:
         if "text" in self.towers:
             path = self._prepare("text")
             name, batch = self._io("text")
-            captions = sample_pass.captions or sample_pass.eval.captions
+            captions = (sample_pass.captions or sample_pass.eval.captions)[:self.max_captions]
             ids = self._tokenize(captions)
             feeds = tqdm(_text_feeds(ids, name, batch), desc="calibrating text tower", unit="batch",
                          disable=not self.progress)
@@ -140,7 +141,8 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
                     eval_samples: int = 64, eval_paths: Sequence[str | os.PathLike] | None = None,
                     method: str = "minmax", moving_average: bool = True, num_bins: int = 2048,
                     percentile: float = 99.999, views: int = 1, rand_augment: bool = False,
-                    goals: Goals | None = None, search_samples: int = 16, progress: bool = True) -> Path:
+                    goals: Goals | None = None, search_samples: int = 16, captions: int = 1024,
+                    progress: bool = True) -> Path:
     """Quantize an fp32 bundle into ``out_dir`` (INT8 bundle + report.json + report.md); returns ``out_dir``."""
     from edgeclip.bundle import load_bundle
     from edgeclip.errors import BundleError
@@ -163,7 +165,7 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".edgeclip-int8-", dir=out_dir.parent) as tmp:
         work = Path(tmp)
-        q = Quantizer(bundle, tgt, plan, calib, goals, work, search_samples, progress)
+        q = Quantizer(bundle, tgt, plan, calib, goals, work, search_samples, progress, max_captions=captions)
         sample_pass = q.calibrate_all()
         ev = sample_pass.eval
         results, final, towers_report = {}, {}, {}
@@ -181,7 +183,7 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
                 eval_in, n = _text_feeds(eval_ids, inp, batch), len(eval_ids)
                 speed_in = {inp: np.stack([eval_ids[0]] * (batch or 1))}
             res = results[name] = q.search(name, search_in, speed_in)
-            final[name] = res.model_path or q.prepared[name]
+            final[name] = res.model_path or bundle.tower_path(name)  # an fp32 tower ships unchanged
             ref, test = _run(q.prepared[name], eval_in, n), _run(final[name], eval_in, n)
             embeddings[name] = (ref, test)
             latency = latency_ratio(q.prepared[name], final[name], speed_in, runs=40) \
@@ -203,7 +205,7 @@ def _assemble_report(manifest, tgt, plan, calib, goals, sample_pass, towers_repo
     report = {
         "model_id": manifest.get("model_id"), "target": tgt.name,
         "calibration": {"source": plan.source, "method": calib.describe(), "images": sample_pass.calibration_images,
-                        "captions": len(sample_pass.captions), "views_per_image": plan.views,
+                        "captions": min(len(sample_pass.captions), q.max_captions), "views_per_image": plan.views,
                         "rand_augment": plan.rand_augment, "skipped": sample_pass.stats.skipped,
                         "skip_reasons": dict(sample_pass.stats.reasons), "notes": sample_pass.stats.notes},
         "eval": {"images": len(ev.images), "captions": len(ev.captions) + len(ev.pair_captions),
@@ -225,7 +227,18 @@ def _assemble_report(manifest, tgt, plan, calib, goals, sample_pass, towers_repo
                                               "int8": neighbour_overlap(it, tt[:n], ti, txt)}
         report["zero_shot"] = _zero_shot(plan, q, final)
     report["seconds"] = round(time.perf_counter() - started, 1)
+    report["peak_rss_mb"] = _peak_rss_mb()
     return report
+
+
+def _peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far (Linux/macOS), for the 1,000-image memory claim."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
 def _dataset_root(plan: CalibrationPlan) -> Path | None:
@@ -321,6 +334,23 @@ def _export_fp32(model_id: str, checkpoint: str | None, target: Target, work: Pa
     return export_bundle(model_id, work / "fp32", checkpoint=checkpoint, **kwargs)
 
 
+def _check_model(bundle: Path, model_id: str) -> None:
+    """--model must name the bundle's model (short names resolve through the export registry)."""
+    from edgeclip.bundle import load_bundle
+
+    have = load_bundle(bundle, verify=False).model_id
+    if model_id == have:
+        return
+    try:
+        from export.registry import resolve_model_id  # torch-free registry
+
+        wanted = resolve_model_id(model_id)
+    except (ImportError, ValueError):
+        wanted = model_id
+    if wanted != have:
+        raise QuantizeError(f"--model {model_id} does not match the bundle's model {have!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m quantize.int8",
@@ -343,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-samples", type=int, default=64, help="evaluation images (default 64)")
     p.add_argument("--search-samples", type=int, default=16,
                    help="calibration images reused to search which nodes stay float (default 16)")
+    p.add_argument("--captions", type=int, default=1024,
+                   help="calibration captions for the text tower, original + synthetic (default 1024)")
     p.add_argument("--views", type=int, default=1, help="stored augmented views per calibration image (default 1)")
     p.add_argument("--rand-augment", action="store_true",
                    help="also re-apply the stored RandAugment ops (default: only the stored crop)")
@@ -371,16 +403,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     import onnxruntime
 
     onnxruntime.set_default_logger_severity(3)  # graph-cleanup warnings are noise here
+    from edgeclip.errors import EdgeclipError
+
     try:
         return _main(args)
-    except QuantizeError as exc:
+    except (QuantizeError, EdgeclipError) as exc:  # export/bundle/tokenizer errors are EdgeclipErrors
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
 
 def _main(args: argparse.Namespace) -> int:
     target = get_target(args.target)
-    model_id = "demo" if args.model == "demo" else args.model
+    model_id = args.model
     calibration = args.calibration
     if model_id == "demo" and not calibration:
         from quantize.synthetic import ensure_dataset
@@ -392,6 +426,7 @@ def _main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="edgeclip-int8-export-") as tmp:
         if args.bundle:
             fp32 = Path(args.bundle)
+            _check_model(fp32, model_id)
         else:
             fp32 = _export_fp32(model_id, args.checkpoint, target, Path(tmp))
         from edgeclip.bundle import load_bundle
@@ -402,7 +437,8 @@ def _main(args: argparse.Namespace) -> int:
                                eval_samples=args.eval_samples, eval_paths=args.eval_paths, method=args.method,
                                moving_average=not args.no_moving_average, num_bins=args.bins,
                                percentile=args.percentile, views=args.views, rand_augment=args.rand_augment,
-                               goals=goals, search_samples=args.search_samples, progress=not args.quiet)
+                               goals=goals, search_samples=args.search_samples, captions=args.captions,
+                               progress=not args.quiet)
     report = json.loads((path / "report.json").read_text())
     if args.json:
         print(json.dumps({"bundle": str(path), "report": report}, indent=2))

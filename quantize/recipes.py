@@ -95,7 +95,10 @@ def prepare_model(model: onnx.ModelProto, target: Target) -> onnx.ModelProto:
     """The graph the quantizer works on: named nodes, unshared dense weights and, except for NNAPI
     (which has no Gelu op and gets tanh-GELU graphs), exact GELU fused into one node."""
     model = unshare_weights(ensure_node_names(model))
-    return model if target.name == "nnapi" else fuse_exact_gelu(model)
+    if target.name == "nnapi":
+        return model
+    # shapes first: a fused Gelu keeps its output's inferred type and shape (calibration and EP checks need them)
+    return fuse_exact_gelu(onnx.shape_inference.infer_shapes(model))
 
 
 def _const_value(name: str, inits: dict, consts: dict) -> float | None:

@@ -31,6 +31,7 @@ def render_markdown(report: dict) -> str:
     lines = [f"# INT8 report: {report['model_id']} for target `{report['target']}`", "",
              f"Calibration: {cal['method']} on {cal['images']} images / {cal['captions']} captions from "
              f"`{cal['source']}`; skipped samples: **{cal['skipped']}** {cal['skip_reasons'] or ''}", "",
+             f"Peak memory of the run: {report.get('peak_rss_mb')} MB; took {report.get('seconds')} s.", "",
              f"Evaluation (held out, never used for calibration or search): {report['eval']['images']} images, "
              f"{report['eval']['captions']} captions.", "",
              "## Towers (INT8 vs fp32 on the evaluation set)", "",

@@ -13,9 +13,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-import numpy as np
 from onnxruntime.quantization.calibrate import TensorsData
 from tqdm import tqdm
 
@@ -161,11 +158,3 @@ class TowerSearch:
         result.precision, result.model_path = "int8", path
         result.reason = f"{point.label}: {point.quantized}/{len(self.candidates)} candidates int8"
         return result
-
-
-def pick_feeds(feeds: list[dict], count: int) -> list[dict]:
-    """The first ``count`` feeds (search set); kept separate from the report's evaluation set."""
-    return feeds[:max(1, count)]
-
-
-ProgressFn = Callable[[str], None]

@@ -99,9 +99,9 @@ def _advice(tower: dict[str, Any], nnapi: dict[str, Any], xnnpack: dict[str, Any
     precision = tower.get("precision", "fp32")
     if precision == "int8" and target != "nnapi":
         tips.append("for NNAPI quantize with `--target nnapi` (U8 activations, symmetric per-channel S8 weights)")
-    if precision != "int8" or target not in ("xnnpack",):
-        if any("QDQ conv types" in r for r in xnnpack["rejected"]) or precision == "int8":
-            tips.append("for XNNPACK INT8 quantize with `--target xnnpack` (S8 activations, symmetric S8 weights)")
+    wrong_qdq = any("QDQ conv types" in reason for reason in xnnpack["rejected"])
+    if wrong_qdq or (precision == "int8" and target != "xnnpack"):
+        tips.append("for XNNPACK INT8 quantize with `--target xnnpack` (S8 activations, symmetric S8 weights)")
     if any(r.startswith(("MatMul: A", "Gemm: A rank")) for r in xnnpack["rejected"]):
         tips.append("XNNPACK takes MatMul only with a static rank<=2 A and constant B; batched/3-D MatMuls stay on CPU")
     if not (tower.get("alternates") or {}).get("ort"):

@@ -12,7 +12,7 @@ from edgeclip.tokenizer.backends import HFBackend, PythonBackend
 from edgeclip.tokenizer.clean import as_text_list, clean_words
 from edgeclip.tokenizer.constants import CONTEXT_LENGTH, PAD_ID
 from edgeclip.tokenizer.errors import TokenizerError
-from edgeclip.tokenizer.pretokenize import Splitter, compile_pattern, first_pretokens
+from edgeclip.tokenizer.pretokenize import compile_pattern
 from edgeclip.tokenizer.tokenizer_file import read_tokenizer_json, tokenizer_json_path
 
 log = logging.getLogger(__name__)
@@ -22,10 +22,9 @@ BACKENDS = ("auto", "hf", "python")
 class ClipTokenizer:
     """Callable CLIP tokenizer: `tok(texts) -> np.int64 [N, context_length]` (start, ids, end, zero padding)."""
 
-    def __init__(self, backend: Union[HFBackend, PythonBackend], pattern: Splitter, context_length: int,
-                 sot_id: int, eot_id: int, path: Path):
+    def __init__(self, backend: Union[HFBackend, PythonBackend], context_length: int, sot_id: int, eot_id: int,
+                 path: Path):
         self._backend = backend
-        self._pattern = pattern
         self.context_length = context_length
         self.sot_id = sot_id
         self.eot_id = eot_id
@@ -45,7 +44,7 @@ class ClipTokenizer:
         ctx = self.context_length if context_length is None else _check_context_length(context_length)
         items = as_text_list(texts)
         keep = ctx - 2  # room between the start and end tokens
-        cleaned = [first_pretokens(self._pattern, clean_words(t, keep), keep) for t in items]
+        cleaned = [clean_words(t, keep) for t in items]
         out = np.full((len(items), ctx), self.pad_id, dtype=np.int64)
         for row, ids in enumerate(self._backend.encode(cleaned, keep)):
             ids = ids[:keep]
@@ -80,7 +79,7 @@ def load_tokenizer(path: Optional[Union[str, Path]] = None, context_length: int 
         impl: Union[HFBackend, PythonBackend] = PythonBackend(spec, pattern)
     else:
         impl = HFBackend(spec, pattern)
-    return ClipTokenizer(impl, pattern, context_length, spec.sot_id, spec.eot_id, spec.path)
+    return ClipTokenizer(impl, context_length, spec.sot_id, spec.eot_id, spec.path)
 
 
 def _check_context_length(value: object) -> int:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 
 from edgeclip.tokenizer.bpe import BytePairEncoder
-from edgeclip.tokenizer.pretokenize import Splitter, explicit_pattern, split_specials
+from edgeclip.tokenizer.pretokenize import Splitter, explicit_pattern, first_pretokens, split_specials
 from edgeclip.tokenizer.tokenizer_file import TokenizerSpec
 
 
 class PythonBackend:
-    """OpenCLIP's algorithm in plain Python; uses `regex` if installed, the stdlib `re` otherwise."""
+    """OpenCLIP's algorithm in plain Python: the pre-tokenizer `pattern`, then byte-level BPE word by word."""
 
     name = "python"
 
@@ -24,6 +24,7 @@ class PythonBackend:
         self._bpe = BytePairEncoder(spec.vocab, spec.merges, spec.document["model"]["end_of_word_suffix"])
 
     def encode(self, texts: list[str], budget: int) -> list[list[int]]:
+        """Ids of each text, stopping once `budget` ids are known (the rest would be truncated away)."""
         return [self._encode_one(text, budget) for text in texts]
 
     def _encode_one(self, text: str, budget: int) -> list[int]:
@@ -63,7 +64,8 @@ class HFBackend:
         self._pattern = pattern
 
     def encode(self, texts: list[str], budget: int) -> list[list[int]]:
-        """All ids of each text (callers pass texts already cut to `budget` words, so no budget is needed here)."""
+        """Ids of each text; long texts are first cut after `budget` pre-tokens (Rust has no early stop)."""
+        texts = [first_pretokens(self._pattern, t, budget) if len(t) > budget else t for t in texts]
         encoded = [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
         for i, text in enumerate(texts):
             if any(name in text for name in self._special_ids):

@@ -1,4 +1,4 @@
-"""Build edgeclip's tokenizer data: the HF-format CLIP tokenizer.json and the letter/number class table.
+r"""Build edgeclip's tokenizer data: the HF-format CLIP tokenizer.json and the letter/number class table.
 
 tokenizer.json comes from OpenAI CLIP's BPE merge list (`bpe_simple_vocab_16e6.txt.gz`); the class table
 records which code points the `regex` package (what OpenCLIP uses) calls \p{L} and \p{N}, so the
@@ -28,7 +28,8 @@ CLASSES_NAME = "unicode_classes.json"
 
 def read_merges(source: Path) -> list[tuple[str, str]]:
     """The first N_MERGES merge pairs of CLIP's list (the file holds more; CLIP uses only these)."""
-    lines = gzip.open(source, "rt", encoding="utf-8").read().split("\n")
+    with gzip.open(source, "rt", encoding="utf-8") as fh:
+        lines = fh.read().split("\n")
     pairs = [tuple(line.split()) for line in lines[1 : 1 + N_MERGES]]
     bad = [p for p in pairs if len(p) != 2]
     if len(pairs) != N_MERGES or bad:

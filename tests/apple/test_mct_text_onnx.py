@@ -41,9 +41,13 @@ def _two_threads():
     torch.set_num_threads(previous)
 
 
-def test_default_encoder_is_deterministic_and_matches_s0_layout() -> None:
-    a, b = MCTTextEncoder(), MCTTextEncoder()
+def test_init_is_deterministic_and_default_matches_s0_layout() -> None:
+    torch.manual_seed(0)
+    a = TextTransformer(**SMALL, conv_kernel=5)
+    torch.manual_seed(1)  # the global RNG must not matter
+    b = TextTransformer(**SMALL, conv_kernel=5)
     assert all(torch.equal(a.state_dict()[k], v) for k, v in b.state_dict().items())
+    a = MCTTextEncoder()
     keys = set(a.state_dict())
     assert {"projection_layer", "embedding_layer.weight", "positional_embedding.pos_embed.pos_embed",
             "transformer.0.token_mixer.mixer.rbr_conv.0.conv.weight", "transformer.5.convffn.fc2.weight",

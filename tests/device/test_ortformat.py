@@ -91,3 +91,15 @@ def test_cli_json_and_errors(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 1
     with pytest.raises(OrtFormatError):
         convert_bundle(root, "bogus", log=io.StringIO())
+
+
+def test_runtime_session_loads_ort_graphs(tmp_path):
+    """RUNTIME's create_session (what Encoder uses) runs a .ort tower and gives the .onnx output."""
+    from runtime.session import create_session
+
+    root = write_tiny_bundle(tmp_path / "b", batch=1)
+    convert_bundle(root, "fixed", "arm", log=io.StringIO())
+    session, providers = create_session(root / "image.ort", "cpu", threads=1, fixed_shape=True)
+    assert providers[0] == "CPUExecutionProvider"
+    out = session.run(None, FEEDS["image"])[0]
+    np.testing.assert_allclose(out, _run(root / "image.onnx", FEEDS["image"]), atol=1e-5)

@@ -51,3 +51,16 @@ def test_refuses_to_overwrite_a_non_bundle(tmp_path):
     assert (tmp_path / "docs" / "notes.txt").read_text() == "mine"
     assert json.loads(json.dumps(_manifest()))  # manifest given by the caller is not mutated
     assert _manifest()["towers"]["text"]["sha256"] is None
+
+
+def test_torch_free_modules():
+    """QUANTIZE and `--list` use these without the build dependencies."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = ("import sys, export, export.bundle_writer, export.registry, export.cli\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'open_clip')))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

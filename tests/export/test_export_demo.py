@@ -52,3 +52,25 @@ def test_open_clip_file_for_demo_is_refused(tmp_path):
     save_file({"visual.trunk.w": torch.zeros(2), "text.w": torch.zeros(2)}, str(ckpt), metadata={"layout": "open_clip"})
     with pytest.raises(CheckpointError, match="demo loads only: edgeclip-demo"):
         build_model("demo", ckpt)
+
+
+def test_demo_fp16_bundle_keeps_float32_io(tmp_path):
+    import onnx
+    from safetensors.torch import save_file
+
+    from export.api import export_bundle
+    from export.models.demo import build_demo_model, checkpoint_metadata
+
+    torch.manual_seed(1)
+    ckpt = tmp_path / "demo.safetensors"
+    save_file({k: v.contiguous() for k, v in build_demo_model(checkpoint=None).state_dict().items()}, str(ckpt),
+              metadata=checkpoint_metadata())
+    out = export_bundle("demo", tmp_path / "fp16", checkpoint=ckpt, precision="fp16", batch=2)
+    tower = json.loads((out / "manifest.json").read_text())["towers"]["image"]
+    assert tower["precision"] == "fp16" and tower["parity"]["cosine"] >= 0.999
+    graph = onnx.load(str(out / "image.onnx")).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    size = MODELS["demo"].image_size
+    assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [2, 3, size, size]

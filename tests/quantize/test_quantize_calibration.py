@@ -25,7 +25,7 @@ def _feeds(n=24, seed=0):
 
 
 def _ranges(td):
-    return {k: (float(v.range_value[0]), float(v.range_value[1])) for k, v in td.items()}
+    return {k: (float(np.ravel(v.range_value[0])[0]), float(np.ravel(v.range_value[1])[0])) for k, v in td.items()}
 
 
 def test_streaming_minmax_equals_ort_minmax(tower, tmp_path):
@@ -49,7 +49,7 @@ def test_moving_average_is_the_mean_of_batch_extremes(tower):
 
 def test_entropy_with_real_bins_differs_from_minmax(tower):
     minmax = _ranges(calibrate(tower, _feeds(), CalibrationConfig(moving_average=False), OPS))
-    entropy = _ranges(calibrate(tower, _feeds(), CalibrationConfig(method="entropy", num_bins=2048), OPS))
+    entropy = _ranges(calibrate(tower, _feeds(), CalibrationConfig(method="entropy", num_bins=512), OPS))
     assert minmax.keys() == entropy.keys()
     differ = [k for k in minmax if not np.allclose(minmax[k], entropy[k], rtol=1e-3)]
     assert len(differ) >= len(minmax) // 2, "entropy thresholds must clip outliers MinMax keeps"

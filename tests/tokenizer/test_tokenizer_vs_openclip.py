@@ -63,10 +63,21 @@ def test_long_texts_match_openclip(reference, tok):
     np.testing.assert_array_equal(tok(texts), reference(texts).numpy())
 
 
-def test_stdlib_pattern_classifies_every_code_point_like_regex():
-    """Each code point, alone between spaces and glued to letters, is split identically by `regex` and stdlib `re`."""
+def _code_point_sweep(step: int) -> None:
+    """Code points (all below U+3000, every `step`-th above), alone between spaces and glued to letters and
+    digits, are split identically by OpenCLIP's `regex` pattern and the stdlib-`re` twin."""
     pytest.importorskip("regex", reason="the `regex` package is the reference for the stdlib pattern")
-    chars = [chr(cp) for cp in range(0x110000) if not 0xD800 <= cp < 0xE000]
+    points = [*range(0x3000), *range(0x3000, 0x110000, step)]
+    chars = [chr(cp) for cp in points if not 0xD800 <= cp < 0xE000]
     with_regex, with_re = compile_pattern(("<start_of_text>",), True), compile_pattern(("<start_of_text>",), False)
     for text in (" ".join(chars), "a".join(chars), "1".join(chars)):
         assert with_regex.findall(text) == with_re.findall(text)
+
+
+def test_stdlib_pattern_splits_sampled_code_points_like_regex():
+    _code_point_sweep(step=97)
+
+
+@pytest.mark.slow
+def test_stdlib_pattern_splits_every_code_point_like_regex():
+    _code_point_sweep(step=1)
