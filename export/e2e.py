@@ -299,7 +299,7 @@ def measure(bundle_dir: str | Path, golden: str | Path | None = None, images: Se
         tok_only = e2e_session_ids(bundle)
         caps = ordinary_captions(captions)
         ref = enc.tokenize(caps)
-        ids = _ids_one_by_one(tok_only, caps)
+        ids = tokenize_one_by_one(tok_only, caps)
         batched = tok_only.run(None, {"text": np.array(caps, dtype=object)})[0]
         rows_equal = np.all(ids == ref, axis=1)
         result["captions"] = {"n": len(caps), "ids_equal": int(rows_equal.sum()),
@@ -307,7 +307,7 @@ def measure(bundle_dir: str | Path, golden: str | Path | None = None, images: Se
                               "examples_differing": [caps[i] for i in np.flatnonzero(~rows_equal)[:5]]}
         if golden:
             cases = json.loads(Path(golden).read_text(encoding="utf-8"))["cases"]
-            g_ids = _ids_one_by_one(tok_only, [c["text"] for c in cases])
+            g_ids = tokenize_one_by_one(tok_only, [c["text"] for c in cases])
             g_equal = [bool(np.array_equal(g_ids[i], c["ids"])) for i, c in enumerate(cases)]
             result["golden"] = {"n": len(cases), "ids_equal": sum(g_equal),
                                 "differing": [c["text"][:40] for c, ok in zip(cases, g_equal) if not ok]}
@@ -327,7 +327,7 @@ def measure(bundle_dir: str | Path, golden: str | Path | None = None, images: Se
     return result
 
 
-def _ids_one_by_one(session: Any, texts: Sequence[str]) -> np.ndarray:
+def tokenize_one_by_one(session: Any, texts: Sequence[str]) -> np.ndarray:
     """Token ids one string per run: in a batch, a truncated row leaks into the next one (extensions 0.15.2)."""
     return np.concatenate([session.run(None, {"text": np.array([t], dtype=object)})[0] for t in texts])
 

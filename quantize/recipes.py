@@ -7,6 +7,7 @@ GELU/LayerNorm block fusions, so quantizing them costs speed and accuracy for no
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -220,15 +221,20 @@ def quantize_nodes(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ra
         "ForceQuantizeNoInputCheck": False,
         "AddQDQPairToWeight": False,
     }
-    with tempfile.TemporaryDirectory(prefix="edgeclip-q-", dir=Path(out_path).parent) as tmp:
-        cache = Path(tmp) / "ranges.json"
-        save_tensors_data(ranges, cache)
-        tmp_out = Path(tmp) / "model.onnx"
-        quantize_static(
-            str(fp32_path), str(tmp_out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(target.op_types), per_channel=target.per_channel,
-            activation_type=target.activation_type, weight_type=QuantType.QInt8,
-            nodes_to_quantize=nodes, calibrate_method=ranges.calibration_method,
-            extra_options=extra, calibration_cache_path=cache)
-        os.replace(tmp_out, out_path)
+    root_level = logging.root.level
+    logging.root.setLevel(logging.ERROR)  # ORT logs a pre-processing hint on the root logger at every call
+    try:
+        with tempfile.TemporaryDirectory(prefix="edgeclip-q-", dir=Path(out_path).parent) as tmp:
+            cache = Path(tmp) / "ranges.json"
+            save_tensors_data(ranges, cache)
+            tmp_out = Path(tmp) / "model.onnx"
+            quantize_static(
+                str(fp32_path), str(tmp_out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(target.op_types), per_channel=target.per_channel,
+                activation_type=target.activation_type, weight_type=QuantType.QInt8,
+                nodes_to_quantize=nodes, calibrate_method=ranges.calibration_method,
+                extra_options=extra, calibration_cache_path=cache)
+            os.replace(tmp_out, out_path)
+    finally:
+        logging.root.setLevel(root_level)
     return Path(out_path)

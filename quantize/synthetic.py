@@ -21,14 +21,14 @@ from PIL import Image, ImageDraw
 
 from quantize.shards import ReinforcedSample, read_shards, write_shards
 
-DATASET_VERSION = 1
+DATASET_VERSION = 2
 IMAGE_SIZE = 96
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (240, 220, 30), "green": (40, 170, 50),
     "cyan": (30, 200, 220), "blue": (30, 60, 220), "purple": (140, 40, 190), "pink": (250, 120, 190),
 }
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring")
-SIZES = {"small": 0.14, "large": 0.23}  # radius as a fraction of the image side
+SIZES = {"small": 0.17, "large": 0.26}  # radius as a fraction of the image side
 POSITIONS = {"left": (-0.24, 0.0), "right": (0.24, 0.0), "top": (0.0, -0.24), "bottom": (0.0, 0.24), "middle": (0.0, 0.0)}
 POSITION_PHRASES = {"left": "on the left", "right": "on the right", "top": "at the top",
                     "bottom": "at the bottom", "middle": "in the middle"}

@@ -31,7 +31,8 @@ DEMO_LAYOUT = "edgeclip-demo"
 DEMO_CONFIG = {
     "image": {"layers": [1, 1, 2, 1], "embed_dims": [16, 32, 64, 128], "mlp_ratios": [3, 3, 3, 3],
               "token_mixers": ["repmixer", "repmixer", "repmixer", "attention"],
-              "se_downsamples": [False, False, True, True], "cpe_kernel": 7, "image_size": DEMO_IMAGE_SIZE},
+              "se_downsamples": [False, False, True, True], "cpe_kernel": 7, "image_size": DEMO_IMAGE_SIZE,
+              "layer_scale_init": 0.1},
     "text": {"vocab_size": 49408, "context_length": DEMO_CONTEXT_LENGTH, "dim": 64, "n_heads": 2,
              "n_transformer_layers": 2, "ffn_multiplier": 2.0, "conv_kernel": 11},
     "embed_dim": DEMO_EMBED_DIM,
@@ -53,7 +54,7 @@ class DemoCLIP(nn.Module):
             layers=tuple(img["layers"]), embed_dims=tuple(img["embed_dims"]), mlp_ratios=tuple(img["mlp_ratios"]),
             token_mixers=tuple(img["token_mixers"]), se_downsamples=tuple(img["se_downsamples"]),
             pos_embs=(None, None, None, partial(RepConditionalPosEnc, spatial_shape=(k, k))),
-            lkc_use_act=True, num_classes=config["embed_dim"],
+            lkc_use_act=True, num_classes=config["embed_dim"], layer_scale_init_value=img["layer_scale_init"],
         )
         self.text = MCTTextEncoder(
             vocab_size=txt["vocab_size"], context_length=txt["context_length"], dim=txt["dim"],

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 pytest.importorskip("onnxruntime_extensions", reason="e2e graphs need onnxruntime-extensions (pip install onnxruntime-extensions)")
@@ -13,7 +14,7 @@ pytest.importorskip("onnxruntime_extensions", reason="e2e graphs need onnxruntim
 from device_graphs import write_tiny_bundle  # noqa: E402
 from edgeclip.bundle import load_bundle  # noqa: E402
 from edgeclip.preprocess import preprocess_image  # noqa: E402
-from export.e2e import _ids_one_by_one, _onnx, add_e2e, e2e_session, e2e_session_ids, image_preprocess, measure, ordinary_captions  # noqa: E402
+from export.e2e import tokenize_one_by_one, add_e2e, e2e_session, e2e_session_ids, image_preprocess, measure  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[3] / "shared" / "reference" / "tokenizer_golden.json"
 
@@ -58,17 +59,17 @@ def test_golden_rows_the_graph_fixes(e2e_bundle):
              "price: $19.99 (20% off)", "a photo of a cat", "word " * 100]
     fixed = [t for t in fixed if t in cases]
     assert len(fixed) >= 4
-    ids = _ids_one_by_one(e2e_session_ids(load_bundle(e2e_bundle)), fixed)
+    ids = tokenize_one_by_one(e2e_session_ids(load_bundle(e2e_bundle)), fixed)
     for text, row in zip(fixed, ids):
         assert row.tolist() == cases[text], text
     # a literal <|endoftext|> used to crash the extensions' tokenizer; it must now just end the text
-    crash = _ids_one_by_one(e2e_session_ids(load_bundle(e2e_bundle)), ["end <|endoftext|> in the middle"])[0]
+    crash = tokenize_one_by_one(e2e_session_ids(load_bundle(e2e_bundle)), ["end <|endoftext|> in the middle"])[0]
     assert crash[0] == 49406 and 49407 in crash and crash[-1] == 0
 
 
 def test_padding_after_eot_is_zero_and_truncation_ends_with_eot(e2e_bundle):
     sess = e2e_session_ids(load_bundle(e2e_bundle))
-    short, long = _ids_one_by_one(sess, ["a photo of a cat", "word " * 100])
+    short, long = tokenize_one_by_one(sess, ["a photo of a cat", "word " * 100])
     eot = int(np.argmax(short == 49407))
     assert np.all(short[eot + 1:] == 0)
     assert long[-1] == 49407 and long[0] == 49406 and 0 not in long
@@ -77,7 +78,7 @@ def test_padding_after_eot_is_zero_and_truncation_ends_with_eot(e2e_bundle):
 def _preprocess_session(spec, tmp_path):
     model = image_preprocess(spec)
     model.ir_version = 8
-    _onnx()[0].save(model, str(tmp_path / "pre.onnx"))
+    onnx.save(model, str(tmp_path / "pre.onnx"))
     return e2e_session(tmp_path / "pre.onnx")
 
 

@@ -1,7 +1,6 @@
 """Shared, expensive setup for the export tests: fixture checkpoints written to real files, exported bundles."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
