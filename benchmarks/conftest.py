@@ -7,6 +7,7 @@ EDGECLIP_BENCH_QUICK=1 shortens every measurement; EDGECLIP_BENCH_THREADS sets s
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from pathlib import Path
 from typing import Optional
@@ -53,7 +54,7 @@ def collector(request):
     yield col
     if col.rows:
         out = Path(os.environ.get("EDGECLIP_BENCH_REPORT", cache_root() / "pytest-report"))
-        args = " ".join(request.config.invocation_params.args)
+        args = shlex.join(request.config.invocation_params.args)
         for path in write_report(col.report(f"python -m pytest {args}"), out):
             print(f"\nbenchmark report: {path}")
 

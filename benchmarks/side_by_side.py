@@ -7,6 +7,7 @@ adds the torch runner, and hands all of them to `runtime.bench.run_bench`, which
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -76,7 +77,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         eval_dirs=eval_dirs,
         eval_limit=args.eval_limit, end_to_end=not args.no_end_to_end, cold_start=not args.no_cold_start,
         cold_repeats=1 if args.quick else 3, accuracy=not args.no_accuracy,
-        command="python -m benchmarks.side_by_side " + " ".join(argv if argv is not None else sys.argv[1:]),
+        command="python -m benchmarks.side_by_side " + shlex.join(argv if argv is not None else sys.argv[1:]),
         notes=["real architectures use random input-sensitive weights (export.random_init): latency does not depend "
                "on weight values, accuracy there is only fidelity to fp32; `demo` carries trained weights"],
     )

@@ -170,7 +170,7 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
         ev = sample_pass.eval
         results, final, towers_report = {}, {}, {}
         embeddings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name in q.towers:
+        for name in tqdm(list(q.towers), desc="search + evaluation", unit="tower", disable=not progress):
             inp, batch = q._io(name)
             if name == "image":
                 search_in = _image_feeds(sample_pass.search, inp, batch)

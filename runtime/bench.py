@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -26,7 +27,6 @@ from runtime.bench_accuracy import (
     class_embeddings,
     cosine_stats,
     load_eval_set,
-    normalize,
     top1,
 )
 from runtime.bench_runners import (
@@ -243,10 +243,9 @@ def _model_inputs(r: Runner, eval_set: Optional[EvalSet]) -> tuple[np.ndarray, n
     """(image tensor, token ids, description) for one model: the eval set, else generated probe inputs."""
     if eval_set is None:
         return image_batch(r.image_size, 16, seed=1), token_batch(r.context_length, 16, seed=1), "generated inputs"
+    from edgeclip.bundle import load_bundle
     from edgeclip.preprocess import preprocess_image
     from edgeclip.tokenizer import load_tokenizer
-
-    from edgeclip.bundle import load_bundle
 
     bundle = load_bundle(r.bundle, verify=False)
     images = np.stack([preprocess_image(src, bundle.preprocess) for src in eval_set.images])
@@ -284,7 +283,9 @@ def accuracy_rows(runners: list[Runner], config: BenchConfig, progress: bool = T
                 try:
                     emb = {t: _embed(r.tower(t), x) for t, x in (("image", images), ("text", ids)) if t in r.factories}
                 except Exception as exc:
-                    row.update(status="error", reason=f"{type(exc).__name__}: {exc}"[:500])
+                    status, reason = _failure(exc)
+                    log(f"{status}: accuracy {r.label} [{model}] on {r.provider}: {reason}")
+                    row.update(status=status, reason=reason)
                     model_rows.append(row)
                     bar.update(1)
                     continue
@@ -446,7 +447,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         towers=args.towers, batches=args.batches, plan=plan, threads=args.threads, eval_dir=args.eval_dir,
         eval_limit=args.eval_limit, image=args.image, end_to_end=not args.no_end_to_end,
         cold_start=not args.no_cold_start, cold_repeats=1 if args.quick else 3, accuracy=not args.no_accuracy,
-        command="python -m runtime.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        command="python -m runtime.bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
     )
     try:
         runners = [r for b in args.bundle for r in bundle_runners(b, run, args.threads)]

@@ -15,6 +15,7 @@ from typing import Callable, Optional
 INT8_LABEL = "edgeclip int8-cpu"
 BASELINES = ("torch fp32", "ort fp32", "ort int8-dynamic")
 CPU_LIKE = ("CPUExecutionProvider", "torch-cpu")
+COS_COLUMNS = ("image_cos_mean", "image_centered_cos_mean", "text_cos_mean", "text_centered_cos_mean")
 
 
 def _latency(rows: list[dict], **match) -> dict[tuple, dict]:
@@ -135,11 +136,10 @@ def render_markdown(report: dict) -> str:
         md += ["## Accuracy", ""]
         md += _table(
             ["model", "runner", "provider", "eval", "top-1 %", "drop (pts)", "vs", "image cos", "image centered cos",
-             "text cos"],
+             "text cos", "text centered cos"],
             [[r["model"], r["label"], _short(r["provider"]), Path(str(r["eval"])).name or r["eval"],
               100 * r["top1"] if r.get("top1") is not None else None, r.get("top1_drop_pts"),
-              r.get("drop_reference", "–"), r.get("image_cos_mean"), r.get("image_centered_cos_mean"),
-              r.get("text_cos_mean")] for r in acc],
+              r.get("drop_reference", "–"), *(_fmt(r.get(k), 4) for k in COS_COLUMNS)] for r in acc],
         )
         md += ["Cosines compare each runner's embeddings with the same model's fp32 bundle on the CPU provider "
                "(centered: each side minus its mean embedding over the inputs). Drop: top-1 points below the torch "
@@ -193,6 +193,7 @@ def render_plot(report: dict, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
     points = plot_points(report["rows"])
     models = sorted({p["model"] for p in points})
@@ -208,11 +209,14 @@ def render_plot(report: dict, path: str) -> None:
         for i, p in enumerate(sorted(shown, key=lambda p: p["latency_ms"])):
             ax.scatter(p["latency_ms"], p[key] * scale, color=colors[p["model"]], marker=markers[p["label"]], s=70,
                        edgecolor="black", linewidth=0.5, zorder=3)
-            ax.annotate(f"{p['model'].removeprefix('mobileclip-')} {p['label'].split(' ', 1)[1]}"
-                        + ("" if p["provider"] == "CPUExecutionProvider" else f" ({_short(p['provider'])})"),
+            ax.annotate(f"{p['model'].removeprefix('mobileclip-')} {p['label']}"
+                        + ("" if p["provider"] in CPU_LIKE else f" ({_short(p['provider'])})"),
                         (p["latency_ms"], p[key] * scale), textcoords="offset points", fontsize=8,
                         xytext=(5, 5 if i % 2 == 0 else -13))  # alternate above/below so neighbours stay legible
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.25, y=0.12)
         ax.set_xlabel("latency, image + text towers, batch 1 (ms, log scale)")
         ax.set_ylabel(ylabel)
@@ -222,10 +226,12 @@ def render_plot(report: dict, path: str) -> None:
             ax.text(0.5, 0.5, "no rows", ha="center", va="center", transform=ax.transAxes)
     handles = [plt.Line2D([], [], color=colors[m], marker="o", linestyle="", label=m) for m in models]
     handles += [plt.Line2D([], [], color="gray", marker=markers[lb], linestyle="", label=lb) for lb in labels]
-    fig.legend(handles=handles, loc="lower center", ncol=min(6, max(1, len(handles))), fontsize=8, frameon=False)
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(3 * len(panels), len(handles)), fontsize=8,
+                   frameon=False)
     m = report["machine"]
     fig.suptitle(f"edgeclip on {m['machine']} ({m['cpu_count']} CPUs), onnxruntime {m['onnxruntime']}", fontsize=11)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.06 * (1 + len(handles) // (3 * len(panels) + 1)), 1, 0.95))
     fig.savefig(path, dpi=120, format="png")
     plt.close(fig)
 
@@ -245,3 +251,27 @@ def write_report(report: dict, out_dir: Path, plot: bool = True) -> list[Path]:
     _atomic_write(out_dir / "report.json", lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2) + "\n"))
     _atomic_write(out_dir / "report.md", lambda tmp: Path(tmp).write_text(render_markdown(report) + "\n"))
     return written + [out_dir / "report.json", out_dir / "report.md"]
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Re-render report.md and report.png from a report.json (e.g. after editing or merging rows)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m runtime.bench_report", description=main.__doc__)
+    ap.add_argument("report_json", type=Path)
+    ap.add_argument("--out", type=Path, help="output folder (default: the JSON's folder)")
+    args = ap.parse_args(argv)
+    try:
+        report = json.loads(args.report_json.read_text())
+        rows = report["rows"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: {args.report_json} is not a benchmark report ({exc})", file=sys.stderr)
+        return 1
+    report["ratios"] = compute_ratios(rows)
+    for path in write_report(report, args.out or args.report_json.parent):
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

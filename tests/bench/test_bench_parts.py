@@ -108,3 +108,13 @@ def test_report_without_matplotlib_says_so(tmp_path, monkeypatch):
     assert sorted(p.name for p in written) == ["report.json", "report.md"] and not (tmp_path / "report.png").exists()
     assert "matplotlib is not installed" in json.loads((tmp_path / "report.json").read_text())["notes"][0]
     assert "| m | ort fp32 | CPU | image | 1 | 2.00 | 3.00 |" in render_markdown(_report())
+
+
+def test_report_rerenders_from_its_json(tmp_path):
+    from runtime.bench_report import main
+
+    write_report(_report(), tmp_path / "a", plot=False)
+    assert main([str(tmp_path / "a" / "report.json"), "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "report.md").read_text() == (tmp_path / "a" / "report.md").read_text()
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    assert main([str(tmp_path / "bad.json")]) == 1

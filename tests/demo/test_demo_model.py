@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from export.models.demo import (DEMO_EMBED_DIM, DEMO_WEIGHTS, DemoCheckpointError, build_demo_model,
+from export.models.demo import (DEMO_EMBED_DIM, DEMO_IMAGE_SIZE, DEMO_WEIGHTS, DemoCheckpointError, build_demo_model,
                                 load_demo_state_dict, tokenize, torch_encoders)
 from export.train_demo import main as train_main
 from export.train_demo import reinforced_loss, save_checkpoint, train
@@ -30,7 +30,7 @@ def test_committed_checkpoint_reaches_90_percent_zero_shot(trained, small_datase
 
 
 def test_reparameterize_keeps_outputs(trained):
-    x = torch.rand(3, 3, 48, 48)
+    x = torch.rand(3, 3, DEMO_IMAGE_SIZE, DEMO_IMAGE_SIZE)
     ids = tokenize(["a photo of a red ring.", "a small blue star on the left", "x"])
     with torch.no_grad():
         before = trained.encode_image(x), trained.encode_text(ids)
