@@ -15,13 +15,56 @@ from edgeclip.bundle import sha256_file
 from export.bundle_writer import write_bundle
 from export.checkpoint import (CheckpointError, check_keys, choose_layout, read_checkpoint, resolve_checkpoint,
                                unwrap_state_dict)
-from export.onnx_export import (SOT, EOT, ExportError, Tower, check_graph, compare, convert_to_fp16, export_tower,
-                                sample_inputs, use_tanh_gelu, validate)
+from export.onnx_export import (SOT, EOT, ExportError, Tower, check_graph, compare, convert_to_fp16, eot_pooling,
+                                export_tower, sample_inputs, use_tanh_gelu, validate)
 from export.reparam import executed_modules, reparameterize as reparameterize_in_place
 from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, ModelSpec, get_spec
 
 CheckpointArg = Union[None, str, Path, dict]
 DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo.safetensors"
+DEFAULT_OPSET = 17
+# opset 17 exports LayerNormalization, which NNAPI lacks; at 16 the exporter decomposes it into supported ops
+NNAPI_OPSET = 16
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Graph shape, GELU form and opset of one export, after defaults and the NNAPI preset are applied."""
+
+    batch: Union[str, int]
+    gelu: str
+    opset: int
+    nnapi: bool
+
+    @property
+    def preset(self) -> str:
+        return "nnapi" if self.nnapi else "default"
+
+
+def resolve_options(nnapi: bool = False, batch: Union[None, str, int] = None, gelu: Optional[str] = None,
+                    opset: Optional[int] = None) -> ExportOptions:
+    """Fill unset options: dynamic batch, exact GELU, opset 17; with `nnapi` batch 1, tanh GELU, opset 16.
+
+    With `nnapi`, an explicit choice NNAPI cannot run in one partition (dynamic batch, exact GELU,
+    opset >= 17) is an ExportError rather than a silently split graph.
+    """
+    if batch is None:
+        batch = 1 if nnapi else "dynamic"
+    if batch != "dynamic" and not (isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1):
+        raise ExportError(f"batch must be 'dynamic' or a positive integer, not {batch!r}")
+    gelu = gelu or ("tanh" if nnapi else "exact")
+    if gelu not in ("exact", "tanh"):
+        raise ExportError(f"gelu must be 'exact' or 'tanh', not {gelu!r}")
+    opset = (NNAPI_OPSET if nnapi else DEFAULT_OPSET) if opset is None else opset
+    if not (isinstance(opset, int) and not isinstance(opset, bool) and opset >= 1):
+        raise ExportError(f"opset must be a positive integer, not {opset!r}")
+    if nnapi:
+        wrong = [f"batch={batch!r} (NNAPI needs a fixed batch)" if batch == "dynamic" else "",
+                 "gelu='exact' (Erf is no NNAPI op)" if gelu == "exact" else "",
+                 f"opset={opset} (opset >= 17 keeps LayerNormalization, no NNAPI op)" if opset > NNAPI_OPSET else ""]
+        if any(wrong):
+            raise ExportError("an NNAPI export cannot use " + ", ".join(w for w in wrong if w))
+    return ExportOptions(batch, gelu, opset, nnapi)
 
 
 @dataclass
@@ -158,15 +201,19 @@ def _module_counts(model: nn.Module, spec: ModelSpec, towers: Sequence[str]) -> 
 
 
 def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: CheckpointArg = None,
-                  batch: Union[str, int] = "dynamic", gelu: str = "exact", opset: int = 17,
+                  batch: Union[None, str, int] = None, gelu: Optional[str] = None, opset: Optional[int] = None,
                   precision: str = "fp32", towers: Sequence[str] = ("image", "text"),
-                  progress: Optional[Callable[[str], None]] = None) -> Path:
-    """Export a reparameterized, validated fp32/fp16 bundle to `out_dir` atomically; return the bundle dir."""
+                  progress: Optional[Callable[[str], None]] = None, nnapi: bool = False) -> Path:
+    """Export a reparameterized, validated fp32/fp16 bundle to `out_dir` atomically; return the bundle dir.
+
+    Unset batch/gelu/opset default to dynamic/exact/17; `nnapi=True` makes them 1/tanh/16, the graphs
+    NNAPI runs in one partition (see `resolve_options`).
+    """
     spec = get_spec(model_id)
-    if batch != "dynamic" and not (isinstance(batch, int) and batch >= 1):
-        raise ExportError(f"batch must be 'dynamic' or a positive integer, not {batch!r}")
-    if gelu not in ("exact", "tanh") or precision not in ("fp32", "fp16"):
-        raise ExportError(f"gelu must be exact|tanh and precision fp32|fp16 (got {gelu!r}, {precision!r})")
+    options = resolve_options(nnapi, batch, gelu, opset)
+    batch, gelu, opset = options.batch, options.gelu, options.opset
+    if precision not in ("fp32", "fp16"):
+        raise ExportError(f"precision must be fp32 or fp16, not {precision!r}")
     towers = tuple(dict.fromkeys(towers))
     if not towers or any(t not in ("image", "text") for t in towers):
         raise ExportError(f"towers must be a non-empty subset of ('image', 'text'), not {towers!r}")
@@ -199,6 +246,8 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
                                      "torch_modules_after_reparam": after[tower]["leaf_modules"],
                                      "torch_batchnorm_after_reparam": after[tower]["batchnorm_modules"], **stats},
                      "parity": parity, "exporter": f"torch.onnx TorchScript exporter (torch {torch.__version__})"}
+            if tower == "text":
+                entry["eot_pooling"] = eot_pooling(path)
             if tower in gelu_info:
                 entry["gelu_tanh_change"] = gelu_info[tower]
             if converter:
@@ -210,6 +259,7 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
         manifest = {
             "model_id": spec.model_id,
             "created_by": f"edgeclip {edgeclip.__version__} export",
+            "export_preset": options.preset,
             "source_checkpoint": ckpt.describe(),
             "embed_dim": int(next(iter(manifest_towers.values()))["outputs"][0]["shape"][1]),
             "logit_scale": _logit_scale(model),

@@ -12,7 +12,7 @@ EPILOG = """\
 examples:
   python -m export --model s0 --checkpoint mobileclip_s0.pt --out bundles/s0
   python -m export --model mobileclip2-s0 --checkpoint open_clip_model.safetensors --out bundles/mc2-s0
-  python -m export --model s0 --checkpoint mobileclip_s0.pt --batch 1 --gelu tanh --out bundles/s0-nnapi
+  python -m export --model s0 --checkpoint mobileclip_s0.pt --nnapi --out bundles/s0-nnapi
   python -m export --list
 
 Without --checkpoint the file is looked up in $EDGECLIP_HOME/checkpoints/<model>/ (default
@@ -41,11 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="model: s0 s1 s2 b, mobileclip2-s0/-s2/-b/-s3/-s4, demo (see --list)")
     p.add_argument("--checkpoint", help="checkpoint file (.pt/.pth/.bin/.safetensors); default: cache, then Hub")
     p.add_argument("--out", help="bundle directory to write (replaced atomically if it is an existing bundle)")
-    p.add_argument("--batch", type=_batch, default="dynamic",
-                   help="'dynamic' (default) or a fixed batch size N; NNAPI needs a fixed size such as 1")
-    p.add_argument("--gelu", choices=("exact", "tanh"), default="exact",
-                   help="GELU form in the graphs; tanh keeps NNAPI in one partition (Erf is unsupported there)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--nnapi", action="store_true",
+                   help="graphs for Android NNAPI: batch 1, tanh GELU and opset 16 unless set otherwise "
+                        "(fixed shapes, no Erf, LayerNormalization decomposed: one NNAPI partition)")
+    p.add_argument("--batch", type=_batch,
+                   help="'dynamic' or a fixed batch size N (default: dynamic; 1 with --nnapi)")
+    p.add_argument("--gelu", choices=("exact", "tanh"),
+                   help="GELU form in the graphs (default: exact; tanh with --nnapi, as NNAPI has no Erf)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: 17; 16 with --nnapi)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="weights and compute precision; inputs/outputs stay float32")
     p.add_argument("--towers", nargs="+", choices=("image", "text"), default=["image", "text"],
@@ -97,7 +100,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from tqdm import tqdm
 
     from edgeclip.errors import EdgeclipError
-    from export.api import export_bundle
+    from export.api import export_bundle, resolve_options
+
+    try:
+        options = resolve_options(args.nnapi, args.batch, args.gelu, args.opset)
+    except EdgeclipError as exc:
+        print(f"python -m export: error: {exc}", file=sys.stderr)
+        return 2
 
     steps = 3 + 2 * len(set(args.towers))
     with tqdm(total=steps, desc=f"export {model_id}", unit="step", file=sys.stderr,
@@ -111,9 +120,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             bar.set_description_str(f"export {model_id}: {message}")
 
         try:
-            out = export_bundle(model_id, args.out, checkpoint=args.checkpoint, batch=args.batch, gelu=args.gelu,
-                                opset=args.opset, precision=args.precision, towers=tuple(args.towers),
-                                progress=progress)
+            out = export_bundle(model_id, args.out, checkpoint=args.checkpoint, batch=options.batch,
+                                gelu=options.gelu, opset=options.opset, precision=args.precision,
+                                towers=tuple(args.towers), progress=progress, nnapi=options.nnapi)
         except EdgeclipError as exc:
             bar.close()
             print(f"python -m export: error: {exc}\nNo bundle was written.", file=sys.stderr)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeclip.errors import EdgeclipError
+from export.models.openclip import onehot_eot_pooling
 
 IMAGE_INPUT, TEXT_INPUT, OUTPUT = "image", "input_ids", "embedding"
 SOT, EOT = 49406, 49407
@@ -111,7 +112,7 @@ def export_tower(model: nn.Module, tower: str, path: Path, image_size: int, batc
     try:
         # no torch.no_grad() here: it would let nn.MultiheadAttention take its fused fast path,
         # which has no ONNX symbolic (aten::_native_multi_head_attention)
-        with warnings.catch_warnings(), full_avg_pool_as_mean(), _mha_fastpath(False):
+        with warnings.catch_warnings(), full_avg_pool_as_mean(), onehot_eot_pooling(), _mha_fastpath(False):
             warnings.simplefilter("ignore")
             torch.onnx.export(Tower(model, tower).eval(), (example,), str(path), dynamo=False,
                               input_names=[name], output_names=[OUTPUT], dynamic_axes=dynamic_axes,
@@ -140,6 +141,29 @@ def check_graph(path: Path) -> dict:
         raise ExportError(f"{path.name} still has {ops['BatchNormalization']} BatchNormalization nodes after reparameterization")
     return {"onnx_nodes": sum(ops.values()), "batchnorm_nodes": ops.get("BatchNormalization", 0),
             "erf_nodes": ops.get("Erf", 0)}
+
+
+def eot_pooling(path: Path) -> Union[str, None]:
+    """How a text graph picks the end-of-text features: 'onehot-matmul', 'gather', or None without an ArgMax.
+
+    Follows the ArgMax's output forward (nodes are in topological order) to the first MatMul or gather
+    that consumes it; 'gather' means NNAPI will split the graph there.
+    """
+    import onnx
+
+    nodes = onnx.load(str(path), load_external_data=False).graph.node
+    reached = {name for node in nodes if node.op_type == "ArgMax" for name in node.output}
+    if not reached:
+        return None
+    for node in nodes:
+        if not reached.intersection(node.input):
+            continue
+        if node.op_type in ("Gather", "GatherElements", "GatherND"):
+            return "gather"
+        if node.op_type == "MatMul":
+            return "onehot-matmul"
+        reached.update(node.output)
+    return None
 
 
 def convert_to_fp16(path: Path) -> str:

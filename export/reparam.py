@@ -30,7 +30,7 @@ def reparameterize(model: nn.Module) -> nn.Module:
     return model
 
 
-def _bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (scale, shift) with bn(x) == x * scale + shift in eval mode."""
     scale = torch.rsqrt(bn.running_var + bn.eps)
     if bn.weight is not None:
@@ -80,7 +80,7 @@ def fold_leftover_batchnorms(model: nn.Module) -> int:
         norm, mixer = getattr(module, "norm", None), getattr(module, "token_mixer", None)
         if type(module).__name__ == "AttentionBlock" and isinstance(norm, nn.BatchNorm2d) \
                 and isinstance(getattr(mixer, "qkv", None), nn.Linear):
-            scale, shift = _bn_scale_shift(norm)
+            scale, shift = bn_scale_shift(norm)
             qkv = mixer.qkv
             fused = nn.Linear(qkv.in_features, qkv.out_features, bias=True)
             fused.weight.copy_(qkv.weight * scale.view(1, -1))
@@ -90,7 +90,7 @@ def fold_leftover_batchnorms(model: nn.Module) -> int:
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.modules.batchnorm._BatchNorm) and not child.training:
-                setattr(module, child_name, ChannelAffine(*_bn_scale_shift(child), _bn_tail(child)))
+                setattr(module, child_name, ChannelAffine(*bn_scale_shift(child), _bn_tail(child)))
                 folded += 1
     return folded
 

@@ -122,6 +122,7 @@ def save_checkpoint(model: DemoCLIP, out: Path, extra: dict[str, str]) -> Path:
     os.close(fd)
     try:
         save_file(sd, tmp, metadata={**checkpoint_metadata(), **extra})
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the checkpoint is a shipped package file
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

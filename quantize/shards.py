@@ -92,6 +92,7 @@ def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
                 info.mtime = 0
                 info.mode = 0o644
                 tar.addfile(info, io.BytesIO(payload))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

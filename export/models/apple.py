@@ -12,15 +12,14 @@ from functools import lru_cache, partial
 
 import timm
 import torch
-from timm.layers import ConvNormAct
-from timm.models.fastvit import AttentionBlock, MobileOneBlock
+from timm.models.fastvit import MobileOneBlock
 from timm.models.fastvit import checkpoint_filter_fn as _fastvit_filter
 from timm.utils.model import reparameterize_model
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from export.models.mct_text import TextTransformer
 from export.registry import UnknownModelError
+from export.reparam import fold_leftover_batchnorms
 
 IMAGE_PREFIX = "image_encoder.model."
 
@@ -78,34 +77,10 @@ class AppleMobileCLIP(nn.Module):
         """Fold all train-time branches into single convs, in place; a second call does nothing."""
         if not self._reparameterized:
             reparameterize_model(self.image_encoder, inplace=True)  # timm folds its own blocks
-            _fold_batchnorms(self.image_encoder)
+            fold_leftover_batchnorms(self.image_encoder)  # the conv+BN pairs and attention norms timm keeps
             self.text_encoder.reparameterize()
             self._reparameterized = True
         return self
-
-
-def _linear_after_bn(linear: nn.Linear, bn: nn.BatchNorm2d) -> nn.Linear:
-    """A Linear equal to `linear(bn(x))` over channels (x * scale + shift folded into weight and bias)."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    shift = bn.bias - bn.running_mean * scale
-    fused = nn.Linear(linear.in_features, linear.out_features, bias=True).to(linear.weight)
-    fused.weight.copy_(linear.weight * scale)
-    fused.bias.copy_(linear.weight @ shift + (linear.bias if linear.bias is not None else 0))
-    return fused
-
-
-@torch.no_grad()
-def _fold_batchnorms(image_encoder: nn.Module) -> None:
-    """Fold the BatchNorms timm's reparameterization keeps: conv+BN(+act) pairs and the attention blocks' pre-norm."""
-    for module in list(image_encoder.modules()):
-        if isinstance(module, ConvNormAct) and isinstance(module.bn, nn.BatchNorm2d):
-            module.conv = fuse_conv_bn_eval(module.conv, module.bn)
-            # BatchNormAct2d = BN, dropout (identity at inference), activation
-            act = getattr(module.bn, "act", None)
-            module.bn = act if act is not None else nn.Identity()
-        elif isinstance(module, AttentionBlock) and isinstance(module.norm, nn.BatchNorm2d):
-            module.token_mixer.qkv = _linear_after_bn(module.token_mixer.qkv, module.norm)
-            module.norm = nn.Identity()
 
 
 def _image_encoder(arch: AppleArch) -> nn.Module:

@@ -12,13 +12,10 @@ import math
 import torch
 from torch import nn
 
+from export.models.eot_pool import select_eot
+from export.reparam import bn_scale_shift
+
 _EPS_BN = 1e-5
-
-
-def _bn_scale_shift(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (scale, shift) so that bn(x) == x * scale + shift in eval mode."""
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-    return scale, bn.bias - bn.running_mean * scale
 
 
 def _depthwise_conv(dim: int, kernel: int, bias: bool) -> nn.Conv2d:
@@ -48,7 +45,7 @@ class ConvBN(nn.Module):
 
     def kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The single conv kernel and bias equal to conv + BN."""
-        scale, shift = _bn_scale_shift(self.bn)
+        scale, shift = bn_scale_shift(self.bn)
         return self.conv.weight * scale.reshape(-1, 1, 1, 1), shift
 
 
@@ -72,7 +69,7 @@ class RepBranches(nn.Module):
 
     def kernel_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The single depthwise kernel [dim, 1, 1, k] and bias equal to the sum of all branches."""
-        scale, bias = _bn_scale_shift(self.rbr_skip)
+        scale, bias = bn_scale_shift(self.rbr_skip)
         kernel = torch.zeros(scale.shape[0], 1, 1, self.kernel, dtype=scale.dtype, device=scale.device)
         kernel[:, 0, 0, self.kernel // 2] = scale
         for branch in self.rbr_conv or ():
@@ -204,7 +201,8 @@ class TextTransformer(nn.Module):
 
     `conv_kernel` set gives the "mct" variant (RepMixer block, transformer layers, RepMixer block);
     None gives the "base" variant. `causal` adds the causal attention mask (MobileCLIP-B).
-    The end-of-text position is the argmax of the ids (eot has the highest id), so pad must be 0.
+    The end-of-text position is the argmax of the ids (eot has the highest id), so pad must be 0; its
+    features are picked with a one-hot MatMul (`eot_pool.select_eot`) so NNAPI runs the pooling.
     """
 
     def __init__(
@@ -259,9 +257,7 @@ class TextTransformer(nn.Module):
         x = self.embedding_layer(ids) + self.positional_embedding()
         for layer in self.transformer:
             x = layer(x, self.attn_mask)
-        eot = ids.argmax(dim=-1, keepdim=True).unsqueeze(-1)  # [B, 1, 1]
-        x = x.gather(1, eot.repeat(1, 1, x.shape[-1])).flatten(1)
-        return self.final_layer_norm(x) @ self.projection_layer
+        return self.final_layer_norm(select_eot(x, ids)) @ self.projection_layer
 
     def reparameterize(self) -> "TextTransformer":
         """Fuse every train-time branch for inference; calling it again changes nothing."""
