@@ -14,7 +14,7 @@ test: install
 	$(PY) -m pytest
 
 bench: install
-	$(PY) -m pytest -m bench benchmarks
+	EDGECLIP_BENCH_QUICK=1 $(PY) -m pytest -m bench benchmarks -k "mobileclip-s0 and not mobileclip2"
 
 aarch64: install
 	$(PY) -m pytest -m aarch64 tests/device

@@ -52,6 +52,11 @@ class Bundle:
             raise BundleError(f"bundle {self.root} has no {name} tower (towers: {', '.join(self.towers) or 'none'})")
         return self.root / self.towers[name]["file"]
 
+    def ort_path(self, name: str) -> Optional[Path]:
+        """Path of tower `name`'s ORT-format alternate (made by `python -m runtime.ortformat`), or None."""
+        alt = self.towers.get(name, {}).get("alternates", {}).get("ort")
+        return self.root / alt["file"] if alt else None
+
     @property
     def image_path(self) -> Path:
         return self.tower_path("image")

@@ -21,16 +21,15 @@ log = logging.getLogger("edgeclip")
 class _Tower:
     """One ONNX tower: its session, tensor names and, for fixed-shape graphs, the batch it must be fed."""
 
-    def __init__(self, bundle: Bundle, name: str, providers: Any, threads: Optional[int]):
+    def __init__(self, bundle: Bundle, name: str, providers: Any, threads: Optional[int], prefer_ort: bool = False):
         spec = bundle.towers[name]
         batch = spec.get("batch", "dynamic")
         self.name = name
         self.fixed_batch = batch if isinstance(batch, int) and not isinstance(batch, bool) else None
         if self.fixed_batch is not None and self.fixed_batch < 1:
             raise BundleError(f"{name} tower: batch must be 'dynamic' or a positive integer, got {batch!r}")
-        self.session, self.providers = create_session(
-            bundle.tower_path(name), providers, threads, fixed_shape=self.fixed_batch is not None
-        )
+        path = (prefer_ort and bundle.ort_path(name)) or bundle.tower_path(name)
+        self.session, self.providers = create_session(path, providers, threads, fixed_shape=self.fixed_batch is not None)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or not outputs:
             raise BundleError(f"{name} tower: the graph must have one input and an output, not {len(inputs)} inputs")
@@ -82,6 +81,7 @@ class Encoder:
 
     `providers`: "auto", a short name (cpu, xnnpack, nnapi), an ONNX Runtime provider name, or a list of
     these in priority order. `threads`: ONNX Runtime intra-op threads (None: ORT's default).
+    `prefer_ort`: run the towers' `.ort` alternates where the bundle lists them (minimal ORT builds).
     Empty input lists give a [0, D] array.
     """
 
@@ -94,10 +94,11 @@ class Encoder:
         verify: bool = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         tokenizer_backend: str = "auto",
+        prefer_ort: bool = False,
     ):
         self.bundle = load_bundle(bundle, verify=verify)
         self.max_pixels = max_pixels
-        self._towers = {name: _Tower(self.bundle, name, providers, threads) for name in self.bundle.towers}
+        self._towers = {name: _Tower(self.bundle, name, providers, threads, prefer_ort) for name in self.bundle.towers}
         self._tokenizer = self._load_tokenizer(tokenizer_backend) if "text" in self._towers else None
         self._tokenize_lock = threading.Lock()
         if "image" in self._towers:

@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint file (.pt/.pth/.bin/.safetensors); default: cache, then Hub")
     p.add_argument("--out", help="bundle directory to write (replaced atomically if it is an existing bundle)")
     p.add_argument("--nnapi", action="store_true",
-                   help="graphs for Android NNAPI: batch 1, tanh GELU and opset 16 unless set otherwise "
-                        "(fixed shapes, no Erf, LayerNormalization decomposed: one NNAPI partition)")
+                   help="graphs for Android NNAPI in one partition: batch 1, tanh GELU, opset 16 (fixed shapes, "
+                        "no Erf, LayerNormalization decomposed); another fixed --batch or a lower --opset may be "
+                        "given, settings NNAPI cannot run are refused")
     p.add_argument("--batch", type=_batch,
                    help="'dynamic' or a fixed batch size N (default: dynamic; 1 with --nnapi)")
     p.add_argument("--gelu", choices=("exact", "tanh"),

@@ -8,6 +8,7 @@ loads with `load_state_dict(strict=True)`. `reparameterize()` folds the train-ti
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -268,27 +269,11 @@ class TextTransformer(nn.Module):
 
 
 class MCTTextEncoder(TextTransformer):
-    """MobileCLIP-S0's text tower ("mct"): RepMixer conv block, transformer layers, RepMixer conv block."""
+    """MobileCLIP-S0's text tower ("mct"): RepMixer conv block, transformer layers, RepMixer conv block.
 
-    def __init__(
-        self,
-        vocab_size: int = 49408,
-        context_length: int = 77,
-        dim: int = 512,
-        n_heads: int = 8,
-        n_transformer_layers: int = 4,
-        ffn_multiplier: float = 4.0,
-        embed_dim: int = 512,
-        conv_kernel: int = 11,
-    ) -> None:
-        super().__init__(
-            vocab_size=vocab_size,
-            context_length=context_length,
-            dim=dim,
-            n_heads=n_heads,
-            n_transformer_layers=n_transformer_layers,
-            ffn_multiplier=ffn_multiplier,
-            embed_dim=embed_dim,
-            conv_kernel=conv_kernel,
-            causal=False,
-        )
+    Takes TextTransformer's keyword arguments (vocab_size, context_length, dim, n_heads, ffn_multiplier,
+    embed_dim, seed) with S0's defaults; attention is never causal.
+    """
+
+    def __init__(self, *, n_transformer_layers: int = 4, conv_kernel: int = 11, **kwargs: Any) -> None:
+        super().__init__(n_transformer_layers=n_transformer_layers, conv_kernel=conv_kernel, causal=False, **kwargs)

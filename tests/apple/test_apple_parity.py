@@ -16,14 +16,6 @@ APPLE_FIXTURES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _is_conv_model(model_id: str) -> bool:
     return apple.ARCHS[model_id].timm_image.startswith("fastvit")
 

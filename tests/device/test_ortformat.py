@@ -103,3 +103,18 @@ def test_runtime_session_loads_ort_graphs(tmp_path):
     assert providers[0] == "CPUExecutionProvider"
     out = session.run(None, FEEDS["image"])[0]
     np.testing.assert_allclose(out, _run(root / "image.onnx", FEEDS["image"]), atol=1e-5)
+
+
+def test_encoder_prefers_ort_alternates(tmp_path):
+    """Encoder(prefer_ort=True) runs the .ort graphs a conversion listed, with the .onnx outputs."""
+    from edgeclip import Encoder
+
+    root = write_tiny_bundle(tmp_path / "b")
+    convert_bundle(root, style="fixed", target_platform="amd64")
+    image = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    texts = ["a photo of a cat", "a diagram"]
+    onnx_enc, ort_enc = Encoder(root, providers="cpu"), Encoder(root, providers="cpu", prefer_ort=True)
+    for tower in ort_enc._towers.values():
+        assert tower.session._model_path.endswith(".ort")
+    np.testing.assert_allclose(ort_enc.encode_image(image), onnx_enc.encode_image(image), atol=1e-5)
+    np.testing.assert_allclose(ort_enc.encode_text(texts), onnx_enc.encode_text(texts), atol=1e-5)

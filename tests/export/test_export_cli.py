@@ -13,7 +13,8 @@ def test_help_explains_options(capsys):
     except SystemExit as exc:
         assert exc.code == 0
     out = capsys.readouterr().out
-    for opt in ("--model", "--checkpoint", "--out", "--batch", "--gelu", "--opset", "--precision", "--list", "--json"):
+    for opt in ("--model", "--checkpoint", "--out", "--nnapi", "--batch", "--gelu", "--opset", "--precision", "--list",
+                "--json"):
         assert opt in out
     assert "EDGECLIP_HOME" in out and "NNAPI" in out
 
@@ -37,3 +38,13 @@ def test_usage_errors_exit_2(capsys):
         main(["--model", "s0", "--out", "x", "--batch", "zero"])
     except SystemExit as exc:
         assert exc.code == 2
+
+
+def test_nnapi_with_options_it_cannot_run_is_a_usage_error(capsys, tmp_path):
+    out = tmp_path / "b"
+    assert main(["--model", "s0", "--out", str(out), "--nnapi", "--batch", "dynamic"]) == 2
+    assert "NNAPI needs a fixed batch" in capsys.readouterr().err
+    assert main(["--model", "s0", "--out", str(out), "--nnapi", "--gelu", "exact", "--opset", "17"]) == 2
+    err = capsys.readouterr().err
+    assert "Erf" in err and "LayerNormalization" in err
+    assert not out.exists()

@@ -33,6 +33,7 @@ def test_demo_checkpoint_exports_and_matches_torch(tmp_path):
     out = export_bundle("demo", tmp_path / "bundle", checkpoint=ckpt)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["source_checkpoint"]["layout"] == "edgeclip-demo"
+    assert manifest["towers"]["text"]["eot_pooling"] == "onehot-matmul"
     model = build_model("demo", ckpt)
     texts = ["a red square", "two blue circles"]
     enc = Encoder(out, providers="cpu", threads=1)

@@ -50,6 +50,7 @@ def test_fixture_parity_torch_and_onnx(stem, fixture_files, capsys):
     o_txt = _ort(bundle / "text.onnx", tokens)
     assert_parity(o_img, fx["image_embeddings"], f"{stem} onnx image", row_difference=conv)
     assert_parity(o_txt, fx["text_embeddings"], f"{stem} onnx text")
+    assert manifest["towers"]["text"]["eot_pooling"] == "onehot-matmul"  # Apple and OpenCLIP text towers alike
     for tower in ("image", "text"):
         counts = manifest["towers"][tower]["node_counts"]
         assert counts["batchnorm_nodes"] == 0 and counts["torch_batchnorm_after_reparam"] == 0
