@@ -126,7 +126,7 @@ def run(out: Path, targets: Sequence[str], samples: int, threads: int, repeats: 
     bundles = {}
     for target in targets:
         print(f"[{next(step)}/{steps}] INT8 static quantization, target {target}", flush=True)
-        src = fp32 if target != "nnapi" else export_bundle("demo", out / "fp32-fixed", batch=1, gelu="tanh")
+        src = fp32 if target != "nnapi" else export_bundle("demo", out / "fp32-nnapi", nnapi=True)
         goals = Goals() if speed_guard else Goals(min_speedup=0.0)
         bundles[target] = quantize_bundle(src, out / f"int8-{target}", target=target, goals=goals,
                                           calibration=[data / "calib"], samples=samples)

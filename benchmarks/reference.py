@@ -71,8 +71,8 @@ def build_bundle(model_id: str, variant: str, cache: Optional[Path] = None) -> P
         from export.api import export_bundle
 
         ckpt = checkpoint_for(model_id, cache)
-        if variant == "fp32-nnapi":  # what NNAPI needs: fixed shapes and tanh GELU (docs/bundle.md)
-            return Path(export_bundle(model_id, out, checkpoint=ckpt, batch=1, gelu="tanh"))
+        if variant == "fp32-nnapi":  # what NNAPI needs: batch 1, tanh GELU, opset 16 (the `nnapi` preset)
+            return Path(export_bundle(model_id, out, checkpoint=ckpt, nnapi=True))
         return Path(export_bundle(model_id, out, checkpoint=ckpt, precision=variant))
     fp32 = build_bundle(model_id, "fp32-nnapi" if variant == "int8-nnapi" else "fp32", cache)
     if variant == "int8-dynamic":

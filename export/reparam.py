@@ -82,7 +82,7 @@ def fold_leftover_batchnorms(model: nn.Module) -> int:
                 and isinstance(getattr(mixer, "qkv", None), nn.Linear):
             scale, shift = bn_scale_shift(norm)
             qkv = mixer.qkv
-            fused = nn.Linear(qkv.in_features, qkv.out_features, bias=True)
+            fused = nn.Linear(qkv.in_features, qkv.out_features, bias=True).to(qkv.weight)
             fused.weight.copy_(qkv.weight * scale.view(1, -1))
             fused.bias.copy_(qkv.weight @ shift + (qkv.bias if qkv.bias is not None else 0))
             mixer.qkv, module.norm = fused, nn.Identity()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -29,6 +30,8 @@ from quantize.recipes import TARGETS, Target, candidate_nodes, get_target, prepa
 from quantize.report import check_bars, write_report
 from quantize.search import Goals, TowerResult, TowerSearch
 
+log = logging.getLogger("edgeclip")
+
 TEXT_BATCH = 16
 
 
@@ -48,8 +51,11 @@ def _check_target(manifest: dict, target: Target) -> None:
         if _fixed_batch(tower) is None or (target.gelu and tower.get("gelu") != target.gelu):
             raise QuantizeError(
                 f"target {target.name} needs fixed-shape graphs with {target.gelu} GELU, but the {name} tower has "
-                f"batch={tower.get('batch')!r}, gelu={tower.get('gelu')!r}; export with batch=1, gelu='tanh' "
+                f"batch={tower.get('batch')!r}, gelu={tower.get('gelu')!r}; export with `python -m export --nnapi` "
                 f"(or pass --checkpoint so this command exports it)")
+        if tower.get("opset", 0) > 16:
+            log.warning("%s tower: opset %s keeps LayerNormalization, which splits NNAPI partitions; "
+                        "`python -m export --nnapi` exports opset 16", name, tower.get("opset"))
 
 
 def _image_feeds(images: list[np.ndarray], name: str, batch: int | None) -> list[dict]:
@@ -327,11 +333,11 @@ def _write(out_dir: Path, manifest: dict, files: dict) -> Path:
 
 
 def _export_fp32(model_id: str, checkpoint: str | None, target: Target, work: Path) -> Path:
-    """Export the fp32 bundle this run quantizes (needs torch; NNAPI gets batch 1 and tanh GELU)."""
+    """Export the fp32 bundle this run quantizes (needs torch; NNAPI gets the `nnapi` preset: batch 1,
+    tanh GELU, opset 16, so that each tower stays in one NNAPI partition)."""
     from export.api import export_bundle
 
-    kwargs = {"batch": 1, "gelu": "tanh"} if target.fixed_shapes else {}
-    return export_bundle(model_id, work / "fp32", checkpoint=checkpoint, **kwargs)
+    return export_bundle(model_id, work / "fp32", checkpoint=checkpoint, nnapi=target.fixed_shapes)
 
 
 def _check_model(bundle: Path, model_id: str) -> None:

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from quantize.shards import ReinforcedSample, read_shards, write_shards
 
-DATASET_VERSION = 2
+DATASET_VERSION = 3
 IMAGE_SIZE = 96
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (240, 220, 30), "green": (40, 170, 50),
@@ -102,13 +102,21 @@ def class_names() -> list[str]:
     return [f"{c} {s}" for c in COLOURS for s in SHAPES]
 
 
-def attribute_vector(objects: Sequence[SceneObject], weights: Sequence[float], background: str | None) -> np.ndarray:
-    """Weighted multi-hot attribute vector (colour, shape, size, position, background blocks)."""
+ALL_BLOCKS = ("colour", "shape", "size", "position")
+
+
+def attribute_vector(objects: Sequence[SceneObject], weights: Sequence[float], background: str | None,
+                     blocks: Sequence[str] = ALL_BLOCKS) -> np.ndarray:
+    """Weighted multi-hot attribute vector (colour, shape, size, position, background blocks).
+
+    `blocks` names the object attributes that count (a caption naming only colours has only those)."""
     vec = np.zeros(_N_ATTR)
     for obj, w in zip(objects, weights):
         offset = 0
-        for block, bw, name in zip(_BLOCKS, _BLOCK_WEIGHTS, (obj.colour, obj.shape, obj.size, obj.position)):
-            vec[offset + block.index(name)] += w * bw
+        for kind, block, bw, name in zip(ALL_BLOCKS, _BLOCKS, _BLOCK_WEIGHTS,
+                                         (obj.colour, obj.shape, obj.size, obj.position)):
+            if kind in blocks:
+                vec[offset + block.index(name)] += w * bw
             offset += len(block)
     if background is not None:
         vec[_N_ATTR - len(BACKGROUNDS) + BACKGROUNDS.index(background)] += _BLOCK_WEIGHTS[-1]
@@ -130,7 +138,7 @@ def sample_scene(rng: np.random.Generator, split: str) -> Scene:
         n = 1
     else:
         combos = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in HELD_OUT]
-        n = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
+        n = int(rng.choice([1, 2, 3], p=[0.6, 0.25, 0.15]))
     positions = rng.permutation(list(POSITIONS))[:n]
     objects = []
     for pos in positions:
@@ -221,8 +229,9 @@ def _join(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def captions(scene: Scene, rng: np.random.Generator) -> tuple[str, list[str], list[bool]]:
-    """The original alt-text-like caption and 5 paraphrases; also whether each mentions the background."""
+def captions(scene: Scene, rng: np.random.Generator) -> tuple[str, list[str], list[tuple[bool, tuple[str, ...]]]]:
+    """The original alt-text-like caption and 5 paraphrases; for each, whether it mentions the background
+    and which object attributes it names (two paraphrases name only the colours, or only the shapes)."""
     objs = list(scene.objects)
     original = _join([_describe(o, False, False) for o in objs])
     bg = f"{scene.background} background" if scene.background != "plain" else "plain background"
@@ -231,10 +240,12 @@ def captions(scene: Scene, rng: np.random.Generator) -> tuple[str, list[str], li
         "a photo of " + _join(["a " + _describe(o, True, False) for o in objs]) + ".",
         "an image showing " + _join(["a " + _describe(o, False, True) for o in order]) + ".",
         _join(["a " + _describe(o, True, True) for o in objs]) + f" on a {bg}.",
-        "there is " + _join(["a " + _describe(o, False, False) for o in order]) + " in this picture.",
-        "a picture of " + _join(["a " + _describe(o, False, False) for o in objs]) + f" over a {bg}.",
+        "there is something " + _join([o.colour for o in order]) + " in this picture.",
+        "a picture of " + _join(["a " + o.shape for o in objs]) + ".",
     ]
-    return original, syn, [False, False, False, True, False, True]
+    full = ALL_BLOCKS
+    return original, syn, [(False, full), (False, full), (False, full), (True, full), (False, ("colour",)),
+                           (False, ("shape",))]
 
 
 def _crop_params(rng: np.random.Generator) -> list[int]:
@@ -271,7 +282,7 @@ def make_sample(seed: int, split: str, index: int) -> tuple[ReinforcedSample, Sc
     rng = np.random.default_rng([seed, _SPLIT_IDS[split], index])
     scene = sample_scene(rng, split)
     image, visible = render(scene, rng)
-    orig, syn, mentions_bg = captions(scene, rng)
+    orig, syn, mentions = captions(scene, rng)
     param_aug = [_param_aug(rng) for _ in range(N_AUG)]
     areas = [max(int(m.sum()), 1) for m in visible]
     image_emb = []
@@ -282,8 +293,8 @@ def make_sample(seed: int, split: str, index: int) -> tuple[ReinforcedSample, Sc
                                            TEACHER_IMAGE_NOISE, rng))
     text_emb = [
         teacher_embedding(attribute_vector(scene.objects, [1.0] * len(scene.objects),
-                                           scene.background if bg else None), TEACHER_TEXT_NOISE, rng)
-        for bg in mentions_bg
+                                           scene.background if bg else None, blocks), TEACHER_TEXT_NOISE, rng)
+        for bg, blocks in mentions
     ]
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=False)
