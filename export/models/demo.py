@@ -19,7 +19,7 @@ from torch import nn
 
 from export.models.mct_text import MCTTextEncoder
 
-DEMO_IMAGE_SIZE = 64
+DEMO_IMAGE_SIZE = 96
 DEMO_EMBED_DIM = 64
 DEMO_CONTEXT_LENGTH = 77
 DEMO_PREPROCESS = {
