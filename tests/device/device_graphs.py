@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization import CalibrationDataReader
 
 
 def _gelu(prefix: str, x: str, kind: str, nodes: list, inits: list) -> str:
@@ -154,3 +155,14 @@ def write_tiny_bundle(root: Path, batch: int | str = 1) -> Path:
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return root
+
+
+class TinyImages(CalibrationDataReader):
+    """Four seeded [1, 3, 16, 16] calibration inputs named "x"."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self._it = iter([{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(4)])
+
+    def get_next(self):
+        return next(self._it, None)

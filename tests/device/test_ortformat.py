@@ -8,20 +8,11 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-from device_graphs import write_tiny_bundle
+from device_graphs import TinyImages as _Images, write_tiny_bundle
 from edgeclip.bundle import load_bundle, sha256_file
 from runtime.ortformat import OrtFormatError, convert_bundle, main
-
-
-class _Images(CalibrationDataReader):
-    def __init__(self) -> None:
-        rng = np.random.default_rng(0)
-        self._it = iter([{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(4)])
-
-    def get_next(self):
-        return next(self._it, None)
 
 
 def _quantize_image_tower(root, activations: QuantType) -> None:

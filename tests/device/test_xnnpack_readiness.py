@@ -4,21 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-from device_graphs import conv_model, mlp_model, save, write_tiny_bundle
+from device_graphs import TinyImages as _Images, conv_model, mlp_model, save, write_tiny_bundle
 from edgeclip.errors import BundleError
 from runtime.readiness import format_readiness, main, optimized_with_shapes, readiness_report
 from runtime.xnnpack_rules import xnnpack_coverage
-
-
-class _Images(CalibrationDataReader):
-    def __init__(self) -> None:
-        rng = np.random.default_rng(0)
-        self._it = iter([{"x": rng.random((1, 3, 16, 16), dtype=np.float32)} for _ in range(4)])
-
-    def get_next(self):
-        return next(self._it, None)
 
 
 def _quantized(tmp_path, activations: QuantType, weights: QuantType):
