@@ -10,6 +10,14 @@ from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader
 
 
+def _checked_model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    """Wrap a graph as an opset-17, IR-8 model (loadable by onnxruntime >= 1.20) and validate it."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
 def _gelu(prefix: str, x: str, kind: str, nodes: list, inits: list) -> str:
     """Append GELU nodes as torch exports them: exact -> Erf, tanh -> Pow/Tanh polynomial."""
     def const(name: str, value: float) -> str:
@@ -60,10 +68,7 @@ def mlp_model(gelu: str = "exact", blocks: int = 3, batch: int | str = 1, dim: i
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, dim])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _checked_model(graph)
 
 
 def conv_model(batch: int | str = 1, channels: int = 8, size: int = 16, seed: int = 0) -> onnx.ModelProto:
@@ -90,10 +95,7 @@ def conv_model(batch: int | str = 1, channels: int = 8, size: int = 16, seed: in
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _checked_model(graph)
 
 
 def save(model: onnx.ModelProto, path: Path) -> Path:
@@ -120,10 +122,7 @@ def text_model(batch: int | str = 1, context: int = 77, vocab: int = 49408, dim:
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, 8])],
         inits,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+    return _checked_model(graph)
 
 
 def write_tiny_bundle(root: Path, batch: int | str = 1) -> Path:
