@@ -9,13 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization import CalibrationDataReader
 
-
-def _checked_model(graph: onnx.GraphProto) -> onnx.ModelProto:
-    """Wrap a graph as an opset-17, IR-8 model (loadable by onnxruntime >= 1.20) and validate it."""
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model
+from tests.toy_bundle import checked_model, write_toy_bundle
 
 
 def _gelu(prefix: str, x: str, kind: str, nodes: list, inits: list) -> str:
@@ -68,7 +62,7 @@ def mlp_model(gelu: str = "exact", blocks: int = 3, batch: int | str = 1, dim: i
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, dim])],
         inits,
     )
-    return _checked_model(graph)
+    return checked_model(graph)
 
 
 def conv_model(batch: int | str = 1, channels: int = 8, size: int = 16, seed: int = 0) -> onnx.ModelProto:
@@ -95,7 +89,7 @@ def conv_model(batch: int | str = 1, channels: int = 8, size: int = 16, seed: in
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [batch, 4])],
         inits,
     )
-    return _checked_model(graph)
+    return checked_model(graph)
 
 
 def save(model: onnx.ModelProto, path: Path) -> Path:
@@ -122,38 +116,17 @@ def text_model(batch: int | str = 1, context: int = 77, vocab: int = 49408, dim:
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, 8])],
         inits,
     )
-    return _checked_model(graph)
+    return checked_model(graph)
 
 
 def write_tiny_bundle(root: Path, batch: int | str = 1) -> Path:
-    """A format-1 bundle with toy image/text towers (not CLIP-accurate; for graph-level tools)."""
-    import json
-    import shutil
+    """A format-1 bundle with toy image/text towers (not CLIP-accurate; for graph-level tools).
 
-    from edgeclip.bundle import sha256_file
-
-    root.mkdir(parents=True)
-    save(conv_model(batch=batch, size=16), root / "image.onnx")
-    save(text_model(batch=batch), root / "text.onnx")
-    shutil.copyfile(Path(__file__).resolve().parents[2] / "edgeclip" / "data" / "clip_tokenizer.json", root / "tokenizer.json")
-    def tower(file: str, inp: dict, out_dim: int) -> dict:
-        return {"file": file, "sha256": sha256_file(root / file), "precision": "fp32", "opset": 17,
-                "batch": batch if isinstance(batch, int) else "dynamic", "gelu": "tanh", "inputs": [inp],
-                "outputs": [{"name": "y" if file == "image.onnx" else "embedding", "shape": [batch, out_dim], "dtype": "float32"}]}
-    manifest = {
-        "format": "edgeclip-bundle", "format_version": 1, "model_id": "tiny-test", "embed_dim": 4,
-        "towers": {
-            "image": tower("image.onnx", {"name": "x", "shape": [batch, 3, 16, 16], "dtype": "float32"}, 4),
-            "text": tower("text.onnx", {"name": "input_ids", "shape": [batch, 77], "dtype": "int64"}, 8),
-        },
-        "preprocess": {"size": 16, "resize": 16, "resize_mode": "shortest", "interpolation": "bilinear",
-                       "crop": "center", "crop_size": 16, "mean": [0, 0, 0], "std": [1, 1, 1]},
-        "tokenizer": {"file": "tokenizer.json", "sha256": sha256_file(root / "tokenizer.json"), "context_length": 77,
-                      "sot_id": 49406, "eot_id": 49407, "pad_id": 0},
-        "quantization": None, "device_readiness": None,
-    }
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
-    return root
+    Image tower: conv_model, input "x" [batch, 3, 16, 16] -> "y" [batch, 4]; text tower: text_model -> [batch, 8];
+    manifest gelu "tanh", embed_dim 4.
+    """
+    return write_toy_bundle(root, image=conv_model(batch=batch, size=16), text=text_model(batch=batch),
+                            embed_dim=4, gelu="tanh")
 
 
 class TinyImages(CalibrationDataReader):

@@ -10,6 +10,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
+from tests.toy_bundle import write_toy_bundle
+
 IMAGE_SIZE = 32
 EMBED = 16
 SPEC = {"size": IMAGE_SIZE, "resize": IMAGE_SIZE, "resize_mode": "shortest", "interpolation": "bilinear",
@@ -98,28 +100,12 @@ def make_text_tower(path: Path, batch="batch", seed: int = 1) -> Path:
 
 def write_tiny_bundle(out: Path, batch="dynamic", tanh: bool = False) -> Path:
     """A real fp32 bundle (manifest + both towers + tokenizer) written by the project's bundle writer."""
-    from edgeclip.tokenizer import tokenizer_json_path
-    from export.bundle_writer import write_bundle
-
     work = out.parent / f".{out.name}-src"
     work.mkdir(parents=True, exist_ok=True)
     dim = "batch" if batch == "dynamic" else batch
-    img = make_image_tower(work / "image.onnx", dim, tanh=tanh)
-    txt = make_text_tower(work / "text.onnx", dim)
-
-    def tower(file, inp, shape, dtype):
-        return {"file": file, "sha256": None, "precision": "fp32", "opset": 17, "batch": batch,
-                "gelu": "tanh" if tanh else "exact", "inputs": [{"name": inp, "shape": [dim, *shape], "dtype": dtype}],
-                "outputs": [{"name": "embedding", "shape": [dim, EMBED], "dtype": "float32"}]}
-
-    manifest = {"model_id": "tiny-test", "created_by": "tests", "source_checkpoint": None, "embed_dim": EMBED,
-                "towers": {"image": tower("image.onnx", "image", [3, IMAGE_SIZE, IMAGE_SIZE], "float32"),
-                           "text": tower("text.onnx", "input_ids", [77], "int64")},
-                "preprocess": SPEC,
-                "tokenizer": {"file": "tokenizer.json", "sha256": None, "context_length": 77, "sot_id": 49406,
-                              "eot_id": 49407, "pad_id": 0},
-                "quantization": None, "device_readiness": None}
-    return write_bundle(out, manifest, {"image.onnx": img, "text.onnx": txt, "tokenizer.json": tokenizer_json_path()})
+    return write_toy_bundle(out, image=make_image_tower(work / "image.onnx", dim, tanh=tanh),
+                            text=make_text_tower(work / "text.onnx", dim), embed_dim=EMBED,
+                            gelu="tanh" if tanh else "exact", preprocess=SPEC)
 
 
 def png_bytes(arr: np.ndarray) -> bytes:

@@ -1,4 +1,4 @@
-"""Build tiny edgeclip bundles with onnx.helper that follow docs/bundle.md (for tests of the device side).
+"""Tiny edgeclip bundles for tests of the device side: these towers, written by tests/toy_bundle.py.
 
 Image tower: float32 [batch, 3, S, S] -> Conv(stride 4) -> Tanh -> global mean -> MatMul -> [batch, D].
 Text tower: int64 [batch, 77] -> Gather(token table) + positions -> Tanh -> mean over tokens -> [batch, D].
@@ -6,8 +6,6 @@ Weights are seeded random, so embeddings depend on every input; outputs are unno
 """
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -15,19 +13,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgeclip.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, sha256_file
+from tests.toy_bundle import checked_model, preprocess_spec, write_toy_bundle
 
 VOCAB = 49408
-OPSET = 17
-IR_VERSION = 8  # readable by onnxruntime >= 1.20
 
 
 def _model(nodes, inputs, outputs, inits, name: str) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="tiny_bundle")
-    model.ir_version = IR_VERSION
-    onnx.checker.check_model(model)
-    return model
+    return checked_model(helper.make_graph(nodes, name, inputs, outputs, initializer=inits), producer="tiny_bundle")
 
 
 def image_tower(size: int, dim: int, batch: Union[str, int], rng: np.random.Generator) -> onnx.ModelProto:
@@ -65,14 +57,6 @@ def text_tower(context: int, dim: int, batch: Union[str, int], rng: np.random.Ge
     return _model(nodes, [inp], [out], inits, "tiny_text")
 
 
-def _tower_entry(file: str, in_name: str, in_shape: list, in_dtype: str, dim: int, batch) -> dict:
-    return {
-        "file": file, "sha256": None, "precision": "fp32", "opset": OPSET, "batch": batch, "gelu": "exact",
-        "inputs": [{"name": in_name, "shape": in_shape, "dtype": in_dtype}],
-        "outputs": [{"name": "embedding", "shape": [in_shape[0], dim], "dtype": "float32"}],
-    }
-
-
 def make_tiny_bundle(
     out_dir: Union[str, Path],
     *,
@@ -88,35 +72,9 @@ def make_tiny_bundle(
     seed: int = 0,
 ) -> Path:
     """Write a complete bundle (towers, tokenizer.json, manifest with sha256s) into out_dir and return it."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     dim_name = "batch" if batch == "dynamic" else batch
-    manifest: dict = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "model_id": "tiny-test",
-        "created_by": "tests/runtime/tiny_bundle.py", "source_checkpoint": None, "embed_dim": embed_dim,
-        "towers": {}, "preprocess": {
-            "size": image_size, "resize": image_size, "resize_mode": "shortest", "interpolation": interpolation,
-            "crop": "center", "crop_size": image_size, "mean": list(mean), "std": list(std),
-        },
-        "tokenizer": None, "quantization": None, "device_readiness": None, "extra_files": {},
-    }
-    if "image" in towers:
-        onnx.save(image_tower(image_size, embed_dim, dim_name, rng), str(out / "image.onnx"))
-        manifest["towers"]["image"] = _tower_entry(
-            "image.onnx", "image", [dim_name, 3, image_size, image_size], "float32", embed_dim, batch)
-    if "text" in towers:
-        onnx.save(text_tower(context_length, embed_dim, dim_name, rng), str(out / "text.onnx"))
-        manifest["towers"]["text"] = _tower_entry(
-            "text.onnx", "input_ids", [dim_name, context_length], "int64", embed_dim, batch)
-        if tokenizer_json is None:
-            from edgeclip.tokenizer import tokenizer_json_path
-
-            tokenizer_json = tokenizer_json_path()
-        shutil.copyfile(tokenizer_json, out / "tokenizer.json")
-        manifest["tokenizer"] = {"file": "tokenizer.json", "sha256": sha256_file(out / "tokenizer.json"),
-                                 "context_length": context_length, "sot_id": 49406, "eot_id": 49407, "pad_id": 0}
-    for tower in manifest["towers"].values():
-        tower["sha256"] = sha256_file(out / tower["file"])
-    (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-    return out
+    image = image_tower(image_size, embed_dim, dim_name, rng) if "image" in towers else None
+    text = text_tower(context_length, embed_dim, dim_name, rng) if "text" in towers else None
+    return write_toy_bundle(out_dir, image=image, text=text, embed_dim=embed_dim, tokenizer_json=tokenizer_json,
+                            preprocess=preprocess_spec(image_size, interpolation, mean, std))
