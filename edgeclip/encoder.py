@@ -56,19 +56,28 @@ class _Tower:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Run the graph on [N, ...]; fixed-batch graphs get zero-padded chunks and the padding is dropped."""
-        step = self.fixed_batch or len(x)
-        outs = []
-        for start in range(0, len(x), step):
-            chunk = x[start : start + step]
-            n = len(chunk)
-            if self.fixed_batch is not None and n < step:
-                chunk = np.concatenate([chunk, np.zeros((step - n,) + chunk.shape[1:], dtype=chunk.dtype)])
-            try:
-                out = self.session.run([self.output_name], {self.input_name: chunk})[0]
-            except Exception as exc:  # ORT's pybind errors: report which tower and why, not a deep traceback
-                raise EdgeclipError(f"{self.name} tower failed in ONNX Runtime: {str(exc).strip()[:300]}") from None
-            outs.append(np.asarray(out[:n], dtype=np.float32))
-        return np.concatenate(outs)
+        return run_batched(self.session, self.input_name, self.output_name, x, self.fixed_batch, f"{self.name} tower")
+
+
+def run_batched(session: Any, input_name: str, output_name: str, x: np.ndarray, fixed_batch: Optional[int],
+                what: str = "graph") -> np.ndarray:
+    """Run an ORT session on x [N, ...] -> float32 [N, ...]: all at once, or for a fixed-batch graph in chunks
+    of `fixed_batch` with the last one padded (zeros; "" for string inputs) and the padding dropped.
+    An ORT failure is raised as an EdgeclipError naming `what`."""
+    step = fixed_batch or len(x)
+    outs = []
+    for start in range(0, len(x), step):
+        chunk = x[start : start + step]
+        n = len(chunk)
+        if fixed_batch is not None and n < step:
+            fill = "" if chunk.dtype == object else 0
+            chunk = np.concatenate([chunk, np.full((step - n,) + chunk.shape[1:], fill, dtype=chunk.dtype)])
+        try:
+            out = session.run([output_name], {input_name: chunk})[0]
+        except Exception as exc:  # ORT's pybind errors: report which graph and why, not a deep traceback
+            raise EdgeclipError(f"{what} failed in ONNX Runtime: {str(exc).strip()[:300]}") from None
+        outs.append(np.asarray(out[:n], dtype=np.float32))
+    return np.concatenate(outs)
 
 
 def _check_batch_size(batch_size: int) -> None:

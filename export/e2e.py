@@ -290,6 +290,7 @@ def measure(bundle_dir: str | Path, golden: str | Path | None = None, images: Se
             captions: int = 1000) -> dict[str, Any]:
     """Agreement of the e2e graphs with edgeclip's Python path (ids, golden rows, image/text cosines)."""
     from edgeclip import Encoder
+    from edgeclip.encoder import run_batched
 
     bundle = load_bundle(bundle_dir, verify=True)
     result: dict[str, Any] = {}
@@ -313,7 +314,10 @@ def measure(bundle_dir: str | Path, golden: str | Path | None = None, images: Se
                                 "differing": [c["text"][:40] for c, ok in zip(cases, g_equal) if not ok]}
         sess = e2e_session(bundle.root / alts["text"]["file"])
         few = caps[:16]
-        e2e_emb = _unit(sess.run(None, {"text": np.array(few, dtype=object)})[0])
+        batch = bundle.towers["text"].get("batch", "dynamic")  # a fixed-batch tower is fed chunks of its batch
+        e2e_emb = _unit(run_batched(sess, "text", sess.get_outputs()[0].name, np.array(few, dtype=object),
+                                    batch if isinstance(batch, int) and not isinstance(batch, bool) else None,
+                                    "text_e2e graph"))
         result["text_min_cos"] = float(np.min(np.sum(e2e_emb * enc.encode_text(few), axis=1)))
     if alts.get("image") and images:
         enc = Encoder(bundle.root, providers="cpu", threads=1)

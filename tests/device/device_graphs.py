@@ -98,8 +98,13 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
     return path
 
 
-def text_model(batch: int | str = 1, context: int = 77, vocab: int = 49408, dim: int = 16, seed: int = 0) -> onnx.ModelProto:
-    """A toy text tower on int64 ids: embedding Gather -> ReduceMean over tokens -> projection MatMul."""
+def text_model(batch: int | str = 1, context: int = 77, vocab: int = 49408, dim: int = 16, seed: int = 0,
+               fixed_reshape: bool = False) -> onnx.ModelProto:
+    """A toy text tower on int64 ids: embedding Gather -> ReduceMean over tokens -> projection MatMul.
+
+    fixed_reshape (int batch): a Reshape to [batch, dim] before the projection, as fixed-shape exports
+    (--nnapi) bake in, so feeding any other batch fails in ONNX Runtime like a real batch-1 tower.
+    """
     rng = np.random.default_rng(seed)
     inits = [
         numpy_helper.from_array((rng.standard_normal((vocab, dim)) * 0.1).astype(np.float32), "tok_emb"),
@@ -108,8 +113,13 @@ def text_model(batch: int | str = 1, context: int = 77, vocab: int = 49408, dim:
     nodes = [
         helper.make_node("Gather", ["tok_emb", "input_ids"], ["emb"]),
         helper.make_node("ReduceMean", ["emb"], ["pooled"], axes=[1], keepdims=0),
-        helper.make_node("MatMul", ["pooled", "proj"], ["embedding"]),
     ]
+    pooled = "pooled"
+    if fixed_reshape:
+        inits.append(numpy_helper.from_array(np.array([batch, dim], np.int64), "fixed_shape"))
+        nodes.append(helper.make_node("Reshape", ["pooled", "fixed_shape"], ["pooled_fixed"]))
+        pooled = "pooled_fixed"
+    nodes.append(helper.make_node("MatMul", [pooled, "proj"], ["embedding"]))
     graph = helper.make_graph(
         nodes, "text",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [batch, context])],

@@ -11,10 +11,11 @@ import pytest
 
 pytest.importorskip("onnxruntime_extensions", reason="e2e graphs need onnxruntime-extensions (pip install onnxruntime-extensions)")
 
-from device_graphs import write_tiny_bundle  # noqa: E402
+from device_graphs import text_model, write_tiny_bundle  # noqa: E402
 from edgeclip.bundle import load_bundle  # noqa: E402
 from edgeclip.preprocess import preprocess_image  # noqa: E402
-from export.e2e import tokenize_one_by_one, add_e2e, e2e_session, e2e_session_ids, image_preprocess, measure  # noqa: E402
+from export.e2e import tokenize_one_by_one, add_e2e, e2e_session, e2e_session_ids, image_preprocess, main, measure  # noqa: E402
+from tests.toy_bundle import write_toy_bundle  # noqa: E402
 
 GOLDEN = Path(__file__).resolve().parents[3] / "shared" / "reference" / "tokenizer_golden.json"
 
@@ -50,6 +51,15 @@ def test_text_ids_match_python_tokenizer_on_ordinary_captions(e2e_bundle):
     result = measure(e2e_bundle, captions=1000)
     assert result["captions"]["ids_equal"] >= 990, result["captions"]["examples_differing"]
     assert result["text_min_cos"] >= 0.99999  # same ids -> same tower output
+
+
+def test_measure_feeds_a_batch_1_text_tower_one_text_at_a_time(tmp_path, capsys):
+    """`python -m export.e2e --measure` on a fixed batch-1 tower (like --nnapi exports) used to feed 16 texts at once."""
+    root = write_toy_bundle(tmp_path / "b1", text=text_model(batch=1, fixed_reshape=True), embed_dim=8)
+    assert main([str(root), "--towers", "text", "--measure", "--captions", "20", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["measure"]
+    assert result["captions"]["ids_equal"] == 20
+    assert result["text_min_cos"] >= 0.99999
 
 
 def test_golden_rows_the_graph_fixes(e2e_bundle):
