@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +17,7 @@ from benchmarks.reference import BENCH_MODELS, VARIANTS, build_bundle, demo_eval
 from runtime.bench import BenchConfig, log, run_bench
 from runtime.bench_report import write_report
 from runtime.bench_runners import TOWERS, bundle_runners, provider_plan
-from runtime.bench_timing import FULL, QUICK, TimingPlan
+from runtime.bench_timing import FULL, QUICK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +64,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ap.error(str(exc))
     plan = QUICK if args.quick else FULL
     if args.rounds:
-        plan = TimingPlan(plan.warmup, args.rounds, min(plan.min_rounds, args.rounds), plan.budget_s)
+        plan = replace(plan, rounds=args.rounds, min_rounds=min(plan.min_rounds, args.rounds))
     eval_dirs = {"demo": demo_eval_folder()} if "demo" in models and not args.eval_dir and not args.no_accuracy else {}
     runners = []
     for model in models:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from typing import Iterable
 
 import numpy as np
@@ -52,17 +51,14 @@ def input_sensitivity(emb: np.ndarray) -> float:
 
 def latency_ratio(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, feed: dict[str, np.ndarray],
                   threads: int = 2, runs: int = 30, warmup: int = 5) -> dict[str, float]:
-    """Median latency of both graphs, alternating runs in one process so machine load hits both alike."""
+    """Median latency of both graphs, timed in interleaved rounds in one process so machine load hits both alike."""
+    from runtime.bench_timing import TimingPlan, measure_interleaved
+
     sessions = {"fp32": make_session(fp32_path, threads), "int8": make_session(int8_path, threads)}
-    times: dict[str, list[float]] = {"fp32": [], "int8": []}
-    for _ in range(warmup):
-        for s in sessions.values():
-            s.run(None, feed)
-    for _ in range(runs):
-        for name, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, feed)
-            times[name].append(time.perf_counter() - t0)
+    plan = TimingPlan(warmup=warmup, rounds=runs, min_rounds=runs, budget_s=float("inf"))
+    times, errors = measure_interleaved({k: (lambda s: lambda: s.run(None, feed))(s) for k, s in sessions.items()}, plan)
+    if errors:
+        raise RuntimeError(f"latency measurement failed: {errors}")
     fp32_ms = 1000 * statistics.median(times["fp32"])
     int8_ms = 1000 * statistics.median(times["int8"])
     return {"fp32_ms": fp32_ms, "int8_ms": int8_ms, "speedup": fp32_ms / int8_ms, "threads": threads,

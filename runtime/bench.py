@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -442,7 +442,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ap.error(str(exc))
     plan = QUICK if args.quick else FULL
     if args.rounds:
-        plan = TimingPlan(plan.warmup, args.rounds, min(plan.min_rounds, args.rounds), plan.budget_s)
+        plan = replace(plan, rounds=args.rounds, min_rounds=min(plan.min_rounds, args.rounds))
     config = BenchConfig(
         towers=args.towers, batches=args.batches, plan=plan, threads=args.threads, eval_dir=args.eval_dir,
         eval_limit=args.eval_limit, image=args.image, end_to_end=not args.no_end_to_end,

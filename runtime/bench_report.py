@@ -91,6 +91,8 @@ def render_markdown(report: dict) -> str:
         f"onnxruntime {m['onnxruntime']} (providers: {', '.join(map(_short, m['available_providers']))})",
         f"- timing: {plan.get('warmup')} warm-up calls, up to {plan.get('rounds')} rounds; all runners of one "
         f"(tower, batch) are timed in interleaved rounds, so ratios inside a table hold on a noisy machine; "
+        f"each timed call follows {plan.get('settle', 0)} untimed call(s) of the same runner, so the previous "
+        f"runner's spinning threads are not charged to it; "
         f"threads: {cfg.get('threads') or 'onnxruntime default'}",
         "",
     ]

@@ -77,9 +77,17 @@ def test_interleaved_timing_keeps_going_when_one_candidate_fails():
         raise RuntimeError("provider refused")
 
     samples, errors = measure_interleaved({"a": lambda: calls.append("a"), "b": boom},
-                                          TimingPlan(warmup=1, rounds=4, min_rounds=1, budget_s=10))
+                                          TimingPlan(warmup=1, rounds=4, min_rounds=1, budget_s=10, settle=0))
     assert list(samples) == ["a"] and len(samples["a"]) == 4 and len(calls) == 5
     assert errors == {"b": "RuntimeError: provider refused"}
+
+
+def test_interleaved_timing_settles_each_candidate_before_its_timed_call():
+    order = []
+    samples, _ = measure_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
+                                     TimingPlan(warmup=0, rounds=2, min_rounds=1, budget_s=10, settle=1))
+    assert order == ["a", "a", "b", "b", "b", "b", "a", "a"]
+    assert len(samples["a"]) == len(samples["b"]) == 2
 
 
 def test_provider_plan_records_absent_providers():
