@@ -119,7 +119,7 @@ def run(out: Path, targets: Sequence[str], samples: int, threads: int, repeats: 
     steps = 2 + len(targets)
     step = iter(range(1, steps + 1))
     print(f"[{next(step)}/{steps}] synthetic reinforced dataset", flush=True)
-    data = ensure_dataset()
+    data = ensure_dataset(splits=("calib", "eval"))
     zs = load_zero_shot(data)
     print(f"[{next(step)}/{steps}] export demo → {out / 'fp32'}", flush=True)
     fp32 = export_bundle("demo", out / "fp32")

@@ -45,15 +45,16 @@ def checkpoint_for(model_id: str, cache: Path) -> Optional[Path]:
     return path
 
 
-def _usable(bundle_dir: Path) -> bool:
-    from edgeclip.bundle import load_bundle
+def _usable(bundle_dir: Path, checkpoint: Path) -> bool:
+    """A cached bundle is reused only if it verifies and was built from the checkpoint in use now."""
+    from edgeclip.bundle import load_bundle, sha256_file
     from edgeclip.errors import EdgeclipError
 
     try:
-        load_bundle(bundle_dir, verify=True)
-        return True
+        manifest = load_bundle(bundle_dir, verify=True).manifest
     except EdgeclipError:
         return False
+    return (manifest.get("source_checkpoint") or {}).get("sha256") == sha256_file(checkpoint)
 
 
 def build_bundle(model_id: str, variant: str, cache: Optional[Path] = None) -> Path:
@@ -62,7 +63,10 @@ def build_bundle(model_id: str, variant: str, cache: Optional[Path] = None) -> P
         raise ValueError(f"unknown variant {variant!r}; choose from {', '.join(VARIANTS)}")
     cache = cache or cache_root()
     out = cache / "bundles" / model_id / variant
-    if (out / "manifest.json").exists() and _usable(out):
+    ckpt = checkpoint_for(model_id, cache)
+    if ckpt is None:
+        from export.models.demo import DEMO_WEIGHTS as ckpt
+    if (out / "manifest.json").exists() and _usable(out, ckpt):
         return out
     if out.exists():
         shutil.rmtree(out)
@@ -70,7 +74,6 @@ def build_bundle(model_id: str, variant: str, cache: Optional[Path] = None) -> P
     if variant in ("fp32", "fp16", "fp32-nnapi"):
         from export.api import export_bundle
 
-        ckpt = checkpoint_for(model_id, cache)
         if variant == "fp32-nnapi":  # what NNAPI needs: batch 1, tanh GELU, opset 16 (the `nnapi` preset)
             return Path(export_bundle(model_id, out, checkpoint=ckpt, nnapi=True))
         return Path(export_bundle(model_id, out, checkpoint=ckpt, precision=variant))
@@ -81,7 +84,7 @@ def build_bundle(model_id: str, variant: str, cache: Optional[Path] = None) -> P
     from quantize.synthetic import ensure_dataset, split_shards
 
     # Calibration: the synthetic reinforced-format shards (no download); the quantizer's defaults otherwise.
-    calibration = split_shards(ensure_dataset(), "calib")
+    calibration = split_shards(ensure_dataset(splits=("calib",)), "calib")
     return Path(quantize_bundle(fp32, out, target=variant.split("-", 1)[1], calibration=calibration))
 
 
@@ -141,12 +144,12 @@ def torch_runner(model_id: str, cache: Optional[Path] = None, threads: Optional[
 def demo_eval_folder(cache: Optional[Path] = None) -> Path:
     """The demo model's synthetic eval split as a class folder (lossless PNGs, every class a subfolder,
     prompts.json with the split's templates), the form `python -m runtime.bench --eval-dir` reads."""
-    from quantize.synthetic import ensure_dataset, load_zero_shot
+    from quantize.synthetic import DATASET_VERSION, ensure_dataset, load_zero_shot
 
-    out = (cache or cache_root()) / "eval" / "demo-synthetic"
+    out = (cache or cache_root()) / "eval" / f"demo-synthetic-v{DATASET_VERSION}"
     if (out / "prompts.json").exists():
         return out
-    zs = load_zero_shot(ensure_dataset())
+    zs = load_zero_shot(ensure_dataset(splits=("eval",)))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".demo-synthetic-", dir=out.parent))
     try:

@@ -194,9 +194,12 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
             embeddings[name] = (ref, test)
             latency = latency_ratio(q.prepared[name], final[name], speed_in, runs=40) \
                 if res.precision == "int8" else None
+            latency_1 = latency_ratio(q.prepared[name], final[name], speed_in, threads=1, runs=20) \
+                if res.precision == "int8" else None
             fid = fidelity(ref, test)
             towers_report[name] = {
                 "precision": res.precision, "reason": res.reason, "fidelity": fid, "latency": latency,
+                "latency_1_thread": latency_1,
                 "input_sensitivity_fp32": input_sensitivity(ref), "bars": check_bars(name, fid, latency),
                 "kept_float": _kept_float(res), **{k: v for k, v in res.as_dict().items() if k in
                                                    ("candidates", "curve", "sensitivity_sqnr_db")}}
@@ -425,7 +428,7 @@ def _main(args: argparse.Namespace) -> int:
     if model_id == "demo" and not calibration:
         from quantize.synthetic import ensure_dataset
 
-        calibration = [str(ensure_dataset(progress=not args.quiet))]
+        calibration = [str(ensure_dataset(progress=not args.quiet, splits=("calib", "eval")))]
     if not calibration:
         raise QuantizeError("--calibration is required (shards, folders or globs) except with --model demo")
     goals = Goals(args.min_cosine, args.min_centered, args.min_speedup)

@@ -36,15 +36,16 @@ def render_markdown(report: dict) -> str:
              f"{report['eval']['captions']} captions.", "",
              "## Towers (INT8 vs fp32 on the evaluation set)", "",
              "| tower | precision | mean cos | min cos | centered mean cos | centered min cos | fp32 ms | int8 ms | "
-             "speed ratio | unmet bars |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "speed ratio | speed ratio, 1 thread | unmet bars |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, t in report["towers"].items():
-        fid, lat = t.get("fidelity") or {}, t.get("latency") or {}
+        fid, lat, lat1 = t.get("fidelity") or {}, t.get("latency") or {}, t.get("latency_1_thread") or {}
         lines.append(f"| {name} | {t['precision']} | {_f(fid.get('mean_cos'))} | {_f(fid.get('min_cos'))} | "
                      f"{_f(fid.get('centered_mean_cos'))} | {_f(fid.get('centered_min_cos'))} | "
                      f"{_f(lat.get('fp32_ms'), 1)} | {_f(lat.get('int8_ms'), 1)} | {_f(lat.get('speedup'), 2)} | "
-                     f"{', '.join(t['bars']['binding']) or 'none'} |")
-    lines += ["", "Latency: median of alternating runs in one process, batch 1, "
-              f"{report.get('latency_threads', 2)} threads, CPU EP. " + (report.get("latency_note") or "")]
+                     f"{_f(lat1.get('speedup'), 2)} | {', '.join(t['bars']['binding']) or 'none'} |")
+    lines += ["", "Latency: median of interleaved runs in one process (each timed run after one untimed run of the "
+              f"same graph), batch 1, {report.get('latency_threads', 2)} threads (the bar) and 1 thread, CPU EP. "
+              + (report.get("latency_note") or "")]
     ret = report.get("retrieval")
     if ret:
         lines += ["", "## Retrieval and teacher agreement", "", "| model | image→caption R@1 | caption→image R@1 | "

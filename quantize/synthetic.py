@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from quantize.shards import ReinforcedSample, read_shards, write_shards
 
-DATASET_VERSION = 3
+DATASET_VERSION = 4
 IMAGE_SIZE = 96
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30), "orange": (245, 140, 20), "yellow": (240, 220, 30), "green": (40, 170, 50),
@@ -33,6 +33,7 @@ POSITIONS = {"left": (-0.24, 0.0), "right": (0.24, 0.0), "top": (0.0, -0.24), "b
 POSITION_PHRASES = {"left": "on the left", "right": "on the right", "top": "at the top",
                     "bottom": "at the bottom", "middle": "in the middle"}
 BACKGROUNDS = ("plain", "stripes", "checker", "gradient", "noise")
+OUTLINE_WIDTH = 2  # px of dark outline inside each object's edge, the same for every colour
 # The RandAugment op list of DataCompDR, in its index order (design.md).
 RANDAUG_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
                "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
@@ -51,7 +52,8 @@ CROP_RATIO = (3 / 4, 4 / 3)
 # One held-out shape per colour: these colour-shape combinations appear only in the eval split.
 HELD_OUT = frozenset((c, SHAPES[i % len(SHAPES)]) for i, c in enumerate(COLOURS))
 ZERO_SHOT_TEMPLATES = ("a photo of a {}.", "a {}.", "a picture of a {}.")
-DEFAULT_SIZES = {"train": 3000, "calib": 256, "eval": 400}
+DEFAULT_SIZES = {"train": 20000, "calib": 256, "eval": 400}
+SPLITS = tuple(DEFAULT_SIZES)
 _SPLIT_IDS = {"train": 0, "calib": 1, "eval": 2}
 
 # The teacher: a fixed Gaussian projection of a scene's attribute vector, plus seeded noise.
@@ -213,6 +215,9 @@ def render(scene: Scene, rng: np.random.Generator) -> tuple[Image.Image, list[np
     for obj, mask in zip(scene.objects, masks):
         shade = np.asarray(COLOURS[obj.colour], dtype=np.float64) * rng.uniform(0.9, 1.05)
         canvas[mask] = np.clip(shade + rng.normal(0, 4, size=(int(mask.sum()), 3)), 0, 255)
+        if OUTLINE_WIDTH:
+            inner = Image.fromarray(mask.astype(np.uint8) * 255).filter(ImageFilter.MinFilter(2 * OUTLINE_WIDTH + 1))
+            canvas[mask & ~(np.asarray(inner) > 127)] = rng.uniform(15, 45)
     visible = [m & ~np.any(masks[i + 1:], axis=0) if i + 1 < len(masks) else m for i, m in enumerate(masks)]
     return Image.fromarray(canvas.astype(np.uint8), "RGB"), visible
 
@@ -312,38 +317,35 @@ def default_root(seed: int = 0) -> Path:
     return home / "datasets" / f"synthetic-v{DATASET_VERSION}-seed{seed}"
 
 
-def generate_dataset(out: Path, seed: int, sizes: dict[str, int], progress: bool = False) -> None:
-    """Write train/, calib/, eval/ shard folders, eval/zero_shot.json and dataset.json into ``out``."""
+def generate_split(out: Path, seed: int, split: str, n: int, progress: bool = False) -> None:
+    """Write one split's shards into ``out`` (for eval also zero_shot.json: labels, class names, prompts)."""
     names = class_names()
-    for split, n in sizes.items():
-        labels: dict[str, int] = {}
+    labels: dict[str, int] = {}
 
-        def samples() -> Iterator[ReinforcedSample]:
-            indices = range(n)
-            if progress:
-                from tqdm import tqdm
-                indices = tqdm(indices, desc=f"synthetic {split}", unit="img")
-            for idx in indices:
-                sample, scene = make_sample(seed, split, idx)
-                obj = scene.objects[0]
-                labels[sample.key] = names.index(f"{obj.colour} {obj.shape}")
-                yield sample
+    def samples() -> Iterator[ReinforcedSample]:
+        indices = range(n)
+        if progress:
+            from tqdm import tqdm
+            indices = tqdm(indices, desc=f"synthetic {split}", unit="img")
+        for idx in indices:
+            sample, scene = make_sample(seed, split, idx)
+            obj = scene.objects[0]
+            labels[sample.key] = names.index(f"{obj.colour} {obj.shape}")
+            yield sample
 
-        # The HF copy of DataCompDR stores param_aug as a JSON string; calib uses that encoding.
-        write_shards(samples(), out / split, prefix=split, samples_per_shard=500, paug_as_json_string=split == "calib")
-        if split == "eval":
-            zs = {"class_names": names, "templates": list(ZERO_SHOT_TEMPLATES), "labels": labels}
-            (out / split / "zero_shot.json").write_text(json.dumps(zs, indent=1))
-    meta = {"version": DATASET_VERSION, "seed": seed, "sizes": sizes, "image_size": IMAGE_SIZE,
-            "teacher_dim": TEACHER_DIM, "held_out": sorted(f"{c} {s}" for c, s in HELD_OUT)}
-    (out / "dataset.json").write_text(json.dumps(meta, indent=1))
+    # The HF copy of DataCompDR stores param_aug as a JSON string; calib uses that encoding.
+    write_shards(samples(), out, prefix=split, samples_per_shard=500, paug_as_json_string=split == "calib")
+    if split == "eval":
+        zs = {"class_names": names, "templates": list(ZERO_SHOT_TEMPLATES), "labels": labels}
+        (out / "zero_shot.json").write_text(json.dumps(zs, indent=1))
 
 
-def ensure_dataset(root: str | os.PathLike | None = None, seed: int = 0,
-                   sizes: dict[str, int] | None = None, progress: bool = True) -> Path:
-    """Return the dataset directory, generating it once (atomically) if it is not there yet.
+def ensure_dataset(root: str | os.PathLike | None = None, seed: int = 0, sizes: dict[str, int] | None = None,
+                   progress: bool = True, splits: Sequence[str] = SPLITS) -> Path:
+    """Return the dataset directory, generating each missing split of ``splits`` once (atomically).
 
-    An existing dataset is accepted if its version and seed match (and its split sizes, when given).
+    dataset.json fixes version, seed and split sizes; a root holding another dataset is refused. Splits are
+    made on demand: INT8 calibration and evaluation need only calib/ and eval/, training also train/.
     """
     root = Path(root) if root is not None else default_root(seed)
     meta_path = root / "dataset.json"
@@ -352,20 +354,32 @@ def ensure_dataset(root: str | os.PathLike | None = None, seed: int = 0,
         if (meta.get("version"), meta.get("seed")) != (DATASET_VERSION, seed) or (
                 sizes is not None and meta.get("sizes") != sizes):
             raise DatasetError(f"{root} holds a different synthetic dataset ({meta}); remove it or pick another root")
-        return root
-    sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    try:
-        generate_dataset(tmp, seed, sizes, progress=progress)
+        sizes = meta["sizes"]
+    else:
+        sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
+        meta = {"version": DATASET_VERSION, "seed": seed, "sizes": sizes, "image_size": IMAGE_SIZE,
+                "teacher_dim": TEACHER_DIM, "held_out": sorted(f"{c} {s}" for c, s in HELD_OUT)}
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp_meta = tempfile.mkstemp(prefix=".dataset.", dir=root)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(meta, indent=1))
+        os.replace(tmp_meta, meta_path)
+    for split in splits:
+        if (root / split).is_dir():
+            continue
+        if split not in sizes:
+            raise DatasetError(f"unknown split {split!r}; the dataset has {', '.join(sizes)}")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=root))
         try:
-            os.replace(tmp, root)
-        except OSError:  # another process finished first
-            if not meta_path.is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+            generate_split(tmp, seed, split, sizes[split], progress=progress)
+            try:
+                os.replace(tmp, root / split)
+            except OSError:  # another process finished this split first
+                if not (root / split).is_dir():
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

@@ -23,9 +23,6 @@ def trained():
     return build_demo_model()
 
 
-@pytest.mark.xfail(reason="issue 4 is open: the committed demo checkpoint reaches 72.75 % zero-shot top-1 on the "
-                          "held-out combinations (shape recognition is the error), short of the 90 % target",
-                   strict=False)
 def test_committed_checkpoint_reaches_90_percent_zero_shot(trained, small_dataset):
     assert DEMO_WEIGHTS.is_file() and DEMO_WEIGHTS.stat().st_size <= 10_000_000
     acc = evaluate_zero_shot(*torch_encoders(trained), load_zero_shot(small_dataset))

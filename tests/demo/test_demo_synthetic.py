@@ -70,3 +70,12 @@ def test_evaluate_zero_shot_scores_an_oracle_and_a_liar(small_dataset):
     assert evaluate_zero_shot(lambda ims: 3.0 * eye[[label_of[id(i)] for i in ims]], text, zs) == 1.0
     wrong = evaluate_zero_shot(lambda ims: eye[[(label_of[id(i)] + 1) % 48 for i in ims]], text, zs)
     assert wrong == 0.0
+
+
+def test_splits_are_generated_on_demand(tmp_path):
+    root = ensure_dataset(tmp_path / "d", sizes={"train": 3, "calib": 3, "eval": 3}, progress=False, splits=("eval",))
+    assert sorted(p.name for p in root.iterdir()) == ["dataset.json", "eval"]  # no temp leftovers either
+    ensure_dataset(root, progress=False, splits=("train",))
+    assert (root / "train").is_dir() and not (root / "calib").exists()
+    with pytest.raises(DatasetError, match="unknown split"):
+        ensure_dataset(root, progress=False, splits=("test",))
