@@ -43,8 +43,8 @@ def render_markdown(report: dict) -> str:
                      f"{_f(fid.get('centered_mean_cos'))} | {_f(fid.get('centered_min_cos'))} | "
                      f"{_f(lat.get('fp32_ms'), 1)} | {_f(lat.get('int8_ms'), 1)} | {_f(lat.get('speedup'), 2)} | "
                      f"{_f(lat1.get('speedup'), 2)} | {', '.join(t['bars']['binding']) or 'none'} |")
-    lines += ["", "Latency: median of interleaved runs in one process (each timed run after one untimed run of the "
-              f"same graph), batch 1, {report.get('latency_threads', 2)} threads (the bar) and 1 thread, CPU EP. "
+    lines += ["", "Latency: median of back-to-back runs, each graph alone in its own process, fp32 and int8 processes "
+              f"alternating 3 times; batch 1, {report.get('latency_threads', 2)} threads (the bar) and 1 thread, CPU EP. "
               + (report.get("latency_note") or "")]
     ret = report.get("retrieval")
     if ret:

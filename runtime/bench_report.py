@@ -211,6 +211,8 @@ def render_plot(report: dict, path: str) -> None:
         for i, p in enumerate(sorted(shown, key=lambda p: p["latency_ms"])):
             ax.scatter(p["latency_ms"], p[key] * scale, color=colors[p["model"]], marker=markers[p["label"]], s=70,
                        edgecolor="black", linewidth=0.5, zorder=3)
+            if len(shown) > 12:  # many models: colour (model) and marker (runner) say it, labels would overlap
+                continue
             ax.annotate(f"{p['model'].removeprefix('mobileclip-')} {p['label']}"
                         + ("" if p["provider"] in CPU_LIKE else f" ({_short(p['provider'])})"),
                         (p["latency_ms"], p[key] * scale), textcoords="offset points", fontsize=8,
