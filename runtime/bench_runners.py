@@ -78,12 +78,15 @@ def label_for(engine: str, variant: str) -> str:
 
 
 def variant_of(manifest: dict) -> str:
-    """fp32 / fp16 / int8-<target> / int8-dynamic, from a bundle manifest."""
+    """fp32 / fp16 / int8-<target> / int8-dynamic, from a bundle manifest.
+
+    A bundle from the INT8 quantizer is int8-<target> even when its speed guard kept every tower fp32:
+    it is still what a user of that target gets."""
     precisions = {t.get("precision", "fp32") for t in manifest.get("towers", {}).values()}
     precision = "int8" if "int8" in precisions else ("fp16" if "fp16" in precisions else "fp32")
-    if precision != "int8":
-        return precision
     quant = manifest.get("quantization") or {}
+    if precision != "int8" and not quant.get("target"):
+        return precision
     if "dynamic" in str(quant.get("method", "")).lower():
         return "int8-dynamic"
     return f"int8-{quant.get('target', 'cpu')}"

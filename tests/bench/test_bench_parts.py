@@ -11,7 +11,7 @@ import pytest
 
 from runtime.bench_accuracy import EvalDataError, class_embeddings, cosine_stats, load_eval_set, top1
 from runtime.bench_report import render_markdown, write_report
-from runtime.bench_runners import provider_plan
+from runtime.bench_runners import provider_plan, variant_of
 from runtime.bench_timing import TimingPlan, measure_interleaved
 
 
@@ -126,3 +126,13 @@ def test_report_rerenders_from_its_json(tmp_path):
     assert (tmp_path / "b" / "report.md").read_text() == (tmp_path / "a" / "report.md").read_text()
     (tmp_path / "bad.json").write_text("[1, 2]")
     assert main([str(tmp_path / "bad.json")]) == 1
+
+
+def test_variant_names_a_guard_kept_int8_bundle_by_its_target():
+    towers = {"image": {"precision": "fp32"}, "text": {"precision": "int8"}}
+    assert variant_of({"towers": towers, "quantization": {"target": "xnnpack", "method": "MinMax"}}) == "int8-xnnpack"
+    kept = {"image": {"precision": "fp32"}, "text": {"precision": "fp32"}}
+    assert variant_of({"towers": kept, "quantization": {"target": "cpu", "method": "MinMax"}}) == "int8-cpu"
+    assert variant_of({"towers": kept, "quantization": None}) == "fp32"
+    assert variant_of({"towers": towers, "quantization": {"target": "cpu", "method": "dynamic: quantize_dynamic"}}) \
+        == "int8-dynamic"
