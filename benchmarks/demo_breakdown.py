@@ -19,24 +19,21 @@ import numpy as np
 from PIL import Image
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def breakdown(checkpoint: Optional[Path] = None, seen_samples: int = 256) -> dict:
     """Top-1, colour-right, shape-right and shape-only accuracy for held-out and seen combinations."""
     import torch
 
     from export.models.demo import DEMO_WEIGHTS, build_demo_model, torch_encoders
     from quantize import synthetic as S
+    from runtime.bench_accuracy import class_embeddings, normalize
 
     torch.set_num_threads(1)
     encode_image, encode_text = torch_encoders(build_demo_model(checkpoint or DEMO_WEIGHTS))
     names, shapes, templates = S.class_names(), list(S.SHAPES), S.ZERO_SHOT_TEMPLATES
 
     def prototypes(labels: list[str]) -> np.ndarray:
-        emb = _unit(encode_text([t.format(n) for n in labels for t in templates]))
-        return _unit(emb.reshape(len(labels), len(templates), -1).mean(1))
+        prompts = [[t.format(n) for t in templates] for n in labels]
+        return class_embeddings(encode_text([p for group in prompts for p in group]), prompts)
 
     classes, shape_protos = prototypes(names), prototypes(shapes)
     sets = {"held_out": [S.make_sample(0, "eval", i) for i in range(S.DEFAULT_SIZES["eval"])],
@@ -46,7 +43,7 @@ def breakdown(checkpoint: Optional[Path] = None, seen_samples: int = 256) -> dic
     for name, items in sets.items():
         images = [Image.open(io.BytesIO(s.image)).convert("RGB") for s, _ in items]
         truth = [(sc.objects[0].colour, sc.objects[0].shape) for _, sc in items]
-        emb = _unit(encode_image(images))
+        emb = normalize(encode_image(images))
         pred = [names[k].split() for k in (emb @ classes.T).argmax(1)]
         by_shape = [shapes[k] for k in (emb @ shape_protos.T).argmax(1)]
         errors = Counter(f"{c} {s} -> {p[0]} {p[1]}" for (c, s), p in zip(truth, pred) if [c, s] != p)

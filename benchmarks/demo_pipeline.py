@@ -29,15 +29,6 @@ def _median_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def _mean_cos(a: np.ndarray, b: np.ndarray) -> float:
-    return float((_normalize(a) * _normalize(b)).sum(1).mean())
-
-
 class TorchDemo:
     """fp32 PyTorch reference of the demo model, fed with the runtime's own preprocessing."""
 
@@ -68,23 +59,19 @@ class TorchDemo:
 
 def _evaluate(name: str, encoder, zs, ref: dict | None, repeats: int) -> dict:
     """Zero-shot top-1, embedding cosine against the torch rows, batch-1 latency of each tower."""
-    from quantize.synthetic import evaluate_zero_shot
+    from runtime.bench_accuracy import class_embeddings, cosine_stats, top1
 
     images = list(zs.images)
     texts = [p for prompts in zs.class_prompts for p in prompts]
     img = np.asarray(encoder.encode_image(images))
     txt = np.asarray(encoder.encode_text(texts))
-    image_row = {id(im): k for k, im in enumerate(images)}
-    text_row = {t: k for k, t in enumerate(texts)}
-    top1 = evaluate_zero_shot(lambda ims: img[[image_row[id(i)] for i in ims]],
-                              lambda ts: txt[[text_row[t] for t in ts]], zs)  # the embeddings above, not a 2nd pass
     row = {
         "name": name,
-        "zero_shot_top1": 100.0 * top1,
+        "zero_shot_top1": 100.0 * top1(img, class_embeddings(txt, zs.class_prompts), zs.labels),
         "image_latency_ms": _median_ms(lambda: encoder.encode_image(images[:1]), repeats),
         "text_latency_ms": _median_ms(lambda: encoder.encode_text(texts[:1]), repeats),
-        "image_cos": _mean_cos(img, ref["img"]) if ref else 1.0,
-        "text_cos": _mean_cos(txt, ref["txt"]) if ref else 1.0,
+        "image_cos": cosine_stats(img, ref["img"])["cos_mean"] if ref else 1.0,
+        "text_cos": cosine_stats(txt, ref["txt"])["cos_mean"] if ref else 1.0,
     }
     return row, {"img": img, "txt": txt}
 

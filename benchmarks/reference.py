@@ -32,10 +32,12 @@ def cache_root() -> Path:
     return home / "bench"
 
 
-def checkpoint_for(model_id: str, cache: Path) -> Optional[Path]:
-    """`demo` uses its shipped trained weights (None); real architectures get a random input-sensitive checkpoint."""
+def checkpoint_for(model_id: str, cache: Path) -> Path:
+    """`demo` uses its shipped trained weights; real architectures get a random input-sensitive checkpoint."""
     if model_id == "demo":
-        return None
+        from export.models.demo import DEMO_WEIGHTS
+
+        return DEMO_WEIGHTS
     from export.random_init import make_input_sensitive_checkpoint
 
     path = cache / "checkpoints" / f"{model_id}-random-seed0.pt"
@@ -64,8 +66,6 @@ def build_bundle(model_id: str, variant: str, cache: Optional[Path] = None) -> P
     cache = cache or cache_root()
     out = cache / "bundles" / model_id / variant
     ckpt = checkpoint_for(model_id, cache)
-    if ckpt is None:
-        from export.models.demo import DEMO_WEIGHTS as ckpt
     if (out / "manifest.json").exists() and _usable(out, ckpt):
         return out
     if out.exists():

@@ -192,10 +192,10 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
             final[name] = res.model_path or bundle.tower_path(name)  # an fp32 tower ships unchanged
             ref, test = _run(q.prepared[name], eval_in, n), _run(final[name], eval_in, n)
             embeddings[name] = (ref, test)
-            latency = latency_ratio(q.prepared[name], final[name], speed_in, runs=40) \
-                if res.precision == "int8" else None
-            latency_1 = latency_ratio(q.prepared[name], final[name], speed_in, threads=1, runs=20) \
-                if res.precision == "int8" else None
+            latency = latency_1 = None
+            if res.precision == "int8":
+                latency = latency_ratio(q.prepared[name], final[name], speed_in, runs=40)
+                latency_1 = latency_ratio(q.prepared[name], final[name], speed_in, threads=1, runs=20)
             fid = fidelity(ref, test)
             towers_report[name] = {
                 "precision": res.precision, "reason": res.reason, "fidelity": fid, "latency": latency,
