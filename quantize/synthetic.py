@@ -405,18 +405,11 @@ def load_zero_shot(root: str | os.PathLike) -> ZeroShotSet:
     return ZeroShotSet(images, np.asarray(labels, dtype=np.int64), meta["class_names"], prompts)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 def evaluate_zero_shot(encode_image: Callable[[list], np.ndarray], encode_text: Callable[[list], np.ndarray],
                        zs: ZeroShotSet, batch_size: int = 100) -> float:
     """Top-1 zero-shot accuracy in [0, 1]: each image vs the mean normalized prompt embedding per class."""
-    n_templates = len(zs.class_prompts[0])
-    flat = [p for prompts in zs.class_prompts for p in prompts]
-    text = _unit(encode_text(flat)).reshape(len(zs.class_prompts), n_templates, -1).mean(axis=1)
-    image = np.concatenate([_unit(encode_image(zs.images[i:i + batch_size]))
-                            for i in range(0, len(zs.images), batch_size)])
-    pred = np.argmax(image @ _unit(text).T, axis=1)
-    return float(np.mean(pred == zs.labels))
+    from runtime.bench_accuracy import class_embeddings, top1
+
+    classes = class_embeddings(encode_text([p for prompts in zs.class_prompts for p in prompts]), zs.class_prompts)
+    image = np.concatenate([encode_image(zs.images[i:i + batch_size]) for i in range(0, len(zs.images), batch_size)])
+    return top1(image, classes, zs.labels)
