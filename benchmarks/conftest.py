@@ -15,6 +15,7 @@ from typing import Optional
 import pytest
 
 from benchmarks.reference import build_bundle, cache_root, torch_runner
+from export.onnx_export import ExportError
 from runtime.bench import BenchConfig, machine_info
 from runtime.bench_report import compute_ratios, write_report
 from runtime.bench_runners import Runner, bundle_runners
@@ -23,6 +24,9 @@ from runtime.bench_timing import FULL, QUICK
 THREADS: Optional[int] = int(os.environ["EDGECLIP_BENCH_THREADS"]) if os.environ.get("EDGECLIP_BENCH_THREADS") else None
 CONFIG = BenchConfig(plan=QUICK if os.environ.get("EDGECLIP_BENCH_QUICK") else FULL, threads=THREADS,
                      cold_repeats=1 if os.environ.get("EDGECLIP_BENCH_QUICK") else 3)
+
+
+SAME_RUN = "runtime.bench"  # rows timed by runtime.bench's alternating fresh processes inside one test
 
 
 class Collector:
@@ -34,15 +38,16 @@ class Collector:
     def add(self, rows: list[dict], source: str) -> None:
         """Add rows; `source` says how they were timed (kept per row for the ratio table's `same run`)."""
         for row in rows:
-            self.rows.append(row if source == "interleaved" else {**row, "measured_in": source})
+            self.rows.append(row if source == SAME_RUN else {**row, "measured_in": source})
 
     def report(self, command: str) -> dict:
         """The report dict in runtime.bench's schema."""
         return {"schema": "edgeclip-bench/1", "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "command": command, "machine": machine_info(),
                 "config": {"plan": vars(CONFIG.plan), "threads": THREADS},
-                "notes": ["pytest-benchmark suite: per-parameter rows are timed one test after another; the ratio "
-                          "table uses the side-by-side test's interleaved rows when it ran",
+                "notes": ["pytest-benchmark suite: per-parameter latency rows are timed in this process, one test "
+                          "after another; the ratio table uses the side-by-side test's rows (each runner alone in "
+                          "fresh processes, alternating) when it ran",
                           "real architectures use random input-sensitive weights; `demo` carries trained weights"],
                 "rows": self.rows, "ratios": compute_ratios(self.rows)}
 
@@ -75,7 +80,7 @@ def runners():
                     cache[key] = torch_runner(model, threads=THREADS)
                 else:
                     cache[key] = bundle_runners(build_bundle(model, variant), [provider], THREADS)[0]
-            except NotImplementedError as exc:  # e.g. a precision the exporter does not offer
+            except (NotImplementedError, ExportError) as exc:  # a precision the exporter does not offer or refuses
                 failures[key] = f"{model} {variant}: {exc}"
                 pytest.skip(failures[key])
         return cache[key]

@@ -3,8 +3,8 @@
 - bundles per (model, variant), built once and cached: fp32/fp16 exports (random input-sensitive weights for
   the real architectures, trained weights for `demo`), INT8 per target from `quantize.int8`, and the naive
   public baseline `onnxruntime.quantization.quantize_dynamic` on the same fp32 export;
-- the torch reference (eager, reparameterized, fp32) as a `runtime.bench_runners.Runner`, so it is timed in
-  the same interleaved rounds as the ONNX runners;
+- the torch reference (eager, reparameterized, fp32) as a `runtime.bench_runners.Runner` with a recipe, so it
+  is timed in the same alternating rounds of fresh processes as the ONNX runners;
 - the demo model's synthetic eval split written as an ImageNet-style class folder for `--eval-dir`.
 """
 from __future__ import annotations
@@ -116,8 +116,11 @@ def dynamic_bundle(fp32_dir: Path, out_dir: Path) -> Path:
         return Path(write_bundle(out_dir, manifest, files))
 
 
-def torch_runner(model_id: str, cache: Optional[Path] = None, threads: Optional[int] = None) -> Runner:
-    """The torch reference (eager, reparameterized, fp32) of the same weights as the bundles, as a Runner."""
+def torch_runner(model_id: str, cache: Optional[str] = None, threads: Optional[int] = None) -> Runner:
+    """The torch reference (eager, reparameterized, fp32) of the same weights as the bundles, as a Runner.
+
+    The model is built when a tower is first asked for, so a parent that only hands the runner's recipe to a
+    timing process does not pay for it."""
     import torch
 
     from export.api import build_model
@@ -126,19 +129,31 @@ def torch_runner(model_id: str, cache: Optional[Path] = None, threads: Optional[
     if threads:
         torch.set_num_threads(threads)
     spec = get_spec(model_id)
-    model = build_model(model_id, checkpoint=checkpoint_for(model_id, cache or cache_root()), reparameterize=True)
-    model.eval()
+    built: list = []
 
-    def wrap(fn):
-        def run(x: np.ndarray) -> np.ndarray:
-            with torch.inference_mode():
-                return fn(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
+    def model():
+        if not built:
+            ckpt = checkpoint_for(model_id, Path(cache) if cache else cache_root())
+            built.append(build_model(model_id, checkpoint=ckpt, reparameterize=True).eval())
+        return built[0]
 
-        return lambda: run
+    def wrap(method: str):
+        def open_tower():
+            fn = getattr(model(), method)
+
+            def run(x: np.ndarray) -> np.ndarray:
+                with torch.inference_mode():
+                    return fn(torch.from_numpy(np.ascontiguousarray(x))).float().numpy()
+
+            return run
+
+        return open_tower
 
     return Runner(model_id=model_id, engine="torch", variant="fp32", provider="torch-cpu",
-                  factories={"image": wrap(model.encode_image), "text": wrap(model.encode_text)},
-                  image_size=spec.image_size, context_length=spec.context_length)
+                  factories={"image": wrap("encode_image"), "text": wrap("encode_text")},
+                  image_size=spec.image_size, context_length=spec.context_length,
+                  recipe={"factory": "benchmarks.reference:torch_runner",
+                          "kwargs": {"model_id": model_id, "cache": str(cache) if cache else None, "threads": threads}})
 
 
 def demo_eval_folder(cache: Optional[Path] = None) -> Path:

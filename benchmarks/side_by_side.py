@@ -1,23 +1,21 @@
 """One run with everything side by side: edgeclip bundles, the torch reference and the quantize_dynamic baseline.
 
 `python -m benchmarks.side_by_side --models s0 --report docs/benchmarks/s0/` builds (or reuses) the bundles,
-adds the torch runner, and hands all of them to `runtime.bench.run_bench`, which times every runner of a
-(tower, batch) in the same interleaved rounds, so the ratios in the report hold on a noisy machine.
+adds the torch runner, and hands all of them to `runtime.bench.run_bench`, which times every runner alone in
+fresh processes, alternating between runners, so the ratios in the report hold on a noisy machine.
 """
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 from benchmarks.reference import BENCH_MODELS, VARIANTS, build_bundle, demo_eval_folder, torch_runner
-from runtime.bench import BenchConfig, log, run_bench
+from runtime.bench import BenchConfig, add_timing_arguments, log, run_bench, timing_plan
 from runtime.bench_report import write_report
-from runtime.bench_runners import TOWERS, bundle_runners, provider_plan
-from runtime.bench_timing import FULL, QUICK
+from runtime.bench_runners import TOWERS, bundle_runners, label_for, provider_plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m benchmarks.side_by_side",
         description="Benchmark edgeclip bundles, the torch eager fp32 reference and quantize_dynamic in one "
-        "interleaved run; writes report.json/.md/.png. Bundles are cached under $EDGECLIP_HOME/bench.",
+        "run (each runner alone in fresh processes, alternating); writes report.json/.md/.png. Bundles are cached under $EDGECLIP_HOME/bench.",
         epilog="Exit codes: 0 ok, 1 a build or measurement failed, 2 usage error.",
     )
     ap.add_argument("--models", nargs="+", default=["mobileclip-s0"], help=f"model ids or short names ({', '.join(BENCH_MODELS)})")
@@ -34,8 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--providers", nargs="+", metavar="EP", help="default: every provider of this build (+ XNNPACK, NNAPI as skipped)")
     ap.add_argument("--towers", nargs="+", choices=TOWERS, default=list(TOWERS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
-    ap.add_argument("--rounds", type=int, help="timed rounds (default 20, quick 5)")
-    ap.add_argument("--quick", action="store_true")
+    add_timing_arguments(ap)
     ap.add_argument("--threads", type=int, help="threads for ORT sessions and torch (default: library defaults)")
     ap.add_argument("--eval-dir", type=Path, help="evaluation folder/shards for every model (default: the demo model "
                     "uses its synthetic eval split, the random-weight models get fidelity to fp32 only)")
@@ -52,6 +49,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     """CLI entry point."""
     import onnxruntime as ort
 
+    from export.onnx_export import ExportError
     from export.registry import UnknownModelError, resolve_model_id
     from runtime.bench import exit_status
 
@@ -62,19 +60,23 @@ def main(argv: Optional[list[str]] = None) -> int:
         run, skipped = provider_plan(args.providers, ort.get_available_providers())
     except (UnknownModelError, ValueError) as exc:
         ap.error(str(exc))
-    plan = QUICK if args.quick else FULL
-    if args.rounds:
-        plan = replace(plan, rounds=args.rounds, min_rounds=min(plan.min_rounds, args.rounds))
     eval_dirs = {"demo": demo_eval_folder()} if "demo" in models and not args.eval_dir and not args.no_accuracy else {}
-    runners = []
+    runners, unbuilt = [], []
     for model in models:
         for variant in args.variants:
             log(f"bundle {model} {variant} ...")
-            runners += bundle_runners(build_bundle(model, variant), run, args.threads)
+            try:
+                runners += bundle_runners(build_bundle(model, variant), run, args.threads)
+            except (ExportError, NotImplementedError) as exc:  # e.g. an fp16 graph that misses the parity bar
+                log(f"skipped: {model} {variant}: {exc}")
+                unbuilt += [{"kind": "latency", "model": model, "engine": "onnxruntime", "variant": variant,
+                             "provider": p, "label": label_for("onnxruntime", variant), "tower": t,
+                             "status": "skipped", "reason": f"bundle not built: {type(exc).__name__}: {exc}"[:500]}
+                            for p in run for t in args.towers]
         if not args.no_torch:
             runners.append(torch_runner(model, threads=args.threads))
     config = BenchConfig(
-        towers=args.towers, batches=args.batches, plan=plan, threads=args.threads, eval_dir=args.eval_dir,
+        towers=args.towers, batches=args.batches, plan=timing_plan(args), threads=args.threads, eval_dir=args.eval_dir,
         eval_dirs=eval_dirs,
         eval_limit=args.eval_limit, end_to_end=not args.no_end_to_end, cold_start=not args.no_cold_start,
         cold_repeats=1 if args.quick else 3, accuracy=not args.no_accuracy,
@@ -83,6 +85,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                "on weight values, accuracy there is only fidelity to fp32; `demo` carries trained weights"],
     )
     report = run_bench(runners, config, skipped, progress=not args.no_progress)
+    report["rows"] = unbuilt + report["rows"]
     for path in write_report(report, args.report):
         log(f"wrote {path}")
     return exit_status(report)

@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -14,6 +12,7 @@ import numpy as np
 
 from edgeclip import __version__
 from edgeclip.errors import EdgeclipError, InputError
+from edgeclip.files import atomic_path
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -91,16 +90,8 @@ def _encoder(args: argparse.Namespace):
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     """Write an .npy atomically: a temp file in the same folder, then rename."""
-    path = path.expanduser()
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
 
 
 def cmd_info(args: argparse.Namespace) -> dict:

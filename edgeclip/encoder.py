@@ -13,7 +13,6 @@ from edgeclip.errors import BundleError, EdgeclipError, ImageError, InputError, 
 from edgeclip.preprocess import DEFAULT_MAX_PIXELS, is_single_image, preprocess_image
 from edgeclip.zeroshot import DEFAULT_LOGIT_SCALE, LabelBank, l2_normalize, similarity
 from edgeclip import zeroshot
-from runtime.session import create_session
 
 log = logging.getLogger("edgeclip")
 
@@ -29,7 +28,12 @@ class _Tower:
         if self.fixed_batch is not None and self.fixed_batch < 1:
             raise BundleError(f"{name} tower: batch must be 'dynamic' or a positive integer, got {batch!r}")
         path = (prefer_ort and bundle.ort_path(name)) or bundle.tower_path(name)
-        self.session, self.providers = create_session(path, providers, threads, fixed_shape=self.fixed_batch is not None)
+        # Imported here: runtime.session imports edgeclip.errors, so a top-level import would make
+        # `import runtime.session` (before edgeclip) a circular import.
+        from runtime.session import create_session
+
+        self.session, self.providers = create_session(path, providers, threads, fixed_shape=self.fixed_batch is not None,
+                                                      precision=spec.get("precision"))
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or not outputs:
             raise BundleError(f"{name} tower: the graph must have one input and an output, not {len(inputs)} inputs")

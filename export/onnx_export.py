@@ -199,13 +199,16 @@ def _topological_sort(graph) -> None:
     graph.node.extend(sorted_nodes)
 
 
-def ort_outputs(path: Path, x: np.ndarray) -> np.ndarray:
-    """Run one graph on ONNX Runtime's CPU provider with a single thread (the machine is shared)."""
+def ort_outputs(path: Path, x: np.ndarray, precision: str = "fp32") -> np.ndarray:
+    """Run one graph on ONNX Runtime's CPU provider with a single thread, optimized as the runtime does."""
     import onnxruntime as ort
+
+    from runtime.session import disabled_optimizers
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=disabled_optimizers(precision))
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
@@ -223,7 +226,7 @@ def validate(path: Path, model: nn.Module, tower: str, n: int, image_size: int, 
     x = sample_inputs(tower, n, image_size, context_length)
     with torch.no_grad():
         expected = Tower(model, tower)(torch.from_numpy(x)).numpy()
-    result = compare(ort_outputs(path, x), expected)
+    result = compare(ort_outputs(path, x, precision), expected)
     limits = PARITY_LIMITS[precision]
     if not (result["cosine"] >= limits["cosine"] and result["rel_l2"] <= limits["rel_l2"]):
         raise ExportError(f"{tower} graph disagrees with torch ({precision}): min cosine {result['cosine']:.6f} "

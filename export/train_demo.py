@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from edgeclip.files import atomic_path
 from export.models.demo import (DEMO_IMAGE_SIZE, DEMO_PREPROCESS, DEMO_WEIGHTS, DemoCLIP, build_demo_model,
                                 checkpoint_metadata, tokenize, torch_encoders)
 from quantize.augment import apply_crop, apply_rand_augment, parse_entry
@@ -118,15 +117,8 @@ def save_checkpoint(model: DemoCLIP, out: Path, extra: dict[str, str]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.detach().to(torch.float16) if v.is_floating_point() else v.detach()).contiguous()
           for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        save_file(sd, tmp, metadata={**checkpoint_metadata(), **extra})
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the checkpoint is a shipped package file
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(out) as tmp:  # 0644: the checkpoint is a shipped package file
+        save_file(sd, str(tmp), metadata={**checkpoint_metadata(), **extra})
     return out
 
 

@@ -13,12 +13,13 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from edgeclip.files import atomic_path
 
 IMAGE_EXTS = ("jpg", "png", "webp")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
@@ -83,21 +84,14 @@ def _members(sample: ReinforcedSample, paug_as_json_string: bool) -> list[tuple[
 
 def _write_tar(path: Path, members: list[tuple[str, bytes]]) -> None:
     """Write a reproducible tar (fixed mtime/owner) to a temp file next to ``path``, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh, tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        with tarfile.open(fileobj=fh, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for name, payload in members:
                 info = tarfile.TarInfo(name)
                 info.size = len(payload)
                 info.mtime = 0
                 info.mode = 0o644
                 tar.addfile(info, io.BytesIO(payload))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_shards(

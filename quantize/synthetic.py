@@ -19,6 +19,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from edgeclip.files import atomic_path
 from quantize.shards import ReinforcedSample, read_shards, write_shards
 
 DATASET_VERSION = 4
@@ -360,10 +361,8 @@ def ensure_dataset(root: str | os.PathLike | None = None, seed: int = 0, sizes: 
         meta = {"version": DATASET_VERSION, "seed": seed, "sizes": sizes, "image_size": IMAGE_SIZE,
                 "teacher_dim": TEACHER_DIM, "held_out": sorted(f"{c} {s}" for c, s in HELD_OUT)}
         root.mkdir(parents=True, exist_ok=True)
-        fd, tmp_meta = tempfile.mkstemp(prefix=".dataset.", dir=root)
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(meta, indent=1))
-        os.replace(tmp_meta, meta_path)
+        with atomic_path(meta_path) as tmp_meta:
+            tmp_meta.write_text(json.dumps(meta, indent=1))
     for split in splits:
         if (root / split).is_dir():
             continue

@@ -11,7 +11,6 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,14 +30,15 @@ from runtime.bench_accuracy import (
 )
 from runtime.bench_runners import (
     TOWERS,
-    ProviderFallback,
     Runner,
     bundle_runners,
+    failure_status,
     image_batch,
     provider_plan,
     token_batch,
 )
-from runtime.bench_timing import FULL, QUICK, TimingPlan, measure_interleaved, summarize
+from runtime.bench_timing import FULL, QUICK, TimingPlan, alternate, summarize
+from runtime.bench_worker import run_child
 
 SCHEMA = "edgeclip-bench/1"
 REFERENCE_PROVIDER = "CPUExecutionProvider"
@@ -90,48 +90,55 @@ def machine_info() -> dict:
     }
 
 
-def _failure(exc: Exception) -> tuple[str, str]:
-    """("skipped", why) when a provider refused or dropped the graph, else ("error", what went wrong)."""
-    from edgeclip.errors import ProviderError
+def _timing_job(kind: str, plan: TimingPlan, **fields) -> dict:
+    return {"kind": kind, "plan": asdict(plan), **fields}
 
-    status = "skipped" if isinstance(exc, (ProviderFallback, ProviderError)) else "error"
-    return status, f"{type(exc).__name__}: {exc}"[:500]
+
+def _merge(results: list[dict], pick: Callable[[dict], Optional[list[float]]]) -> tuple[list[float], Optional[str]]:
+    """All rounds' samples of one measurement, or the first reason a round produced none."""
+    samples, reason = [], None
+    for res in results:
+        got = pick(res) if "crashed" not in res else None
+        if got is None:
+            reason = reason or res.get("crashed") or res.get("reason") or "no samples"
+        else:
+            samples += got
+    return samples, reason
 
 
 def latency_rows(runners: list[Runner], config: BenchConfig, progress: bool = True) -> list[dict]:
-    """Tower latency for every runner, tower and batch; all runners of one (tower, batch) interleaved."""
+    """Tower latency for every runner, tower and batch: each runner alone in a fresh process per round, the
+    processes of all runners alternating `plan.processes` times (see runtime.bench_timing for why)."""
+    towers = {r.key: [t for t in config.towers if t in r.factories] for r in runners}
+    timed = [r for r in runners if towers[r.key]]
+    for r in timed:
+        if r.recipe is None:
+            raise ValueError(f"runner {r.label} [{r.model_id}] has no recipe, so it cannot be timed in its own process")
+    jobs = {r.key: _timing_job("latency", config.plan, recipe=r.recipe,
+                               towers={t: list(config.batches) for t in towers[r.key]}) for r in timed}
+    with _bar(len(jobs) * config.plan.processes, "latency", progress) as bar:
+        results = alternate(jobs, lambda job: run_child("runtime.bench_worker", [], job), config.plan.processes,
+                            on_done=lambda key: bar.update(1))
     rows = []
-    with _bar(len(config.towers) * len(config.batches), "latency", progress) as bar:
-        for tower in config.towers:
-            live = []
-            for r in runners:
-                if tower not in r.factories:
-                    continue
-                try:
-                    r.tower(tower)
-                    live.append(r)
-                except Exception as exc:  # provider refusing a graph is a result, not a crash
-                    status, reason = _failure(exc)
-                    log(f"{status}: {r.label} [{r.model_id}] {tower} on {r.provider}: {reason}")
-                    rows.append({"kind": "latency", **r.describe(), "tower": tower, "status": status, "reason": reason})
+    for r in timed:
+        for tower in towers[r.key]:
+            failed = [res.get("towers", {}).get(tower, res) for res in results[r.key]]
+            refused = next((f for f in failed if f.get("status") == "skipped"), None)
+            if refused:
+                log(f"skipped: {r.label} [{r.model_id}] {tower} on {r.provider}: {refused['reason']}")
+                rows.append({"kind": "latency", **r.describe(), "tower": tower, "status": "skipped",
+                             "reason": refused["reason"]})
+                continue
             for batch in config.batches:
-                bar.set_postfix_str(f"{tower} b{batch}")
-                calls = {}
-                for r in live:
-                    x = image_batch(r.image_size, batch) if tower == "image" else token_batch(r.context_length, batch)
-                    calls[r.key] = (lambda fn, x: lambda: fn(x))(r.tower(tower), x)
-                samples, errors = measure_interleaved(calls, config.plan)
-                for r in live:
-                    base = {"kind": "latency", **r.describe(), "tower": tower, "batch": batch}
-                    if r.key in samples:
-                        stats = summarize(samples[r.key])
-                        rows.append({**base, "status": "ok", **stats, "per_item_ms": stats["median_ms"] / batch})
-                    else:
-                        log(f"error: {r.label} [{r.model_id}] {tower} b{batch} on {r.provider}: {errors[r.key]}")
-                        rows.append({**base, "status": "error", "reason": errors[r.key]})
-                bar.update(1)
-            for r in runners:
-                r.release(tower)
+                samples, reason = _merge(failed, lambda res: (res.get("samples") or {}).get(str(batch)))
+                base = {"kind": "latency", **r.describe(), "tower": tower, "batch": batch}
+                if reason or not samples:
+                    log(f"error: {r.label} [{r.model_id}] {tower} b{batch} on {r.provider}: {reason}")
+                    rows.append({**base, "status": "error", "reason": reason})
+                    continue
+                stats = summarize(samples)
+                rows.append({**base, "status": "ok", **stats, "per_item_ms": stats["median_ms"] / batch,
+                             "processes": len(failed)})
     return rows
 
 
@@ -150,62 +157,44 @@ def make_test_jpeg(folder: Path, size: tuple[int, int] = (1280, 960)) -> Path:
 
 
 def end_to_end_rows(runners: list[Runner], config: BenchConfig, jpeg: Path, progress: bool = True) -> list[dict]:
-    """JPEG file -> normalized embedding with `edgeclip.Encoder`, and the share spent on decode + preprocessing."""
-    from edgeclip import Encoder
-    from edgeclip.preprocess import load_image, preprocess_image
-
+    """JPEG file -> normalized embedding with `edgeclip.Encoder`, and the share spent on decode + preprocessing;
+    each bundle runner in its own fresh processes, alternating like `latency_rows`."""
+    targets = [r for r in runners if r.bundle and "image" in r.factories]
+    jobs = {r.key: _timing_job("end_to_end", config.plan, bundle=r.bundle, provider=r.provider,
+                               threads=config.threads, image=str(jpeg)) for r in targets}
+    with _bar(len(jobs) * config.plan.processes, "end-to-end", progress) as bar:
+        results = alternate(jobs, lambda job: run_child("runtime.bench_worker", [], job), config.plan.processes,
+                            on_done=lambda key: bar.update(1))
     rows = []
-    by_model: dict[str, list[Runner]] = {}
-    for r in runners:
-        if r.bundle and "image" in r.factories:
-            by_model.setdefault(r.model_id, []).append(r)
-    with _bar(len(by_model), "end-to-end", progress) as bar:
-        for model, group in by_model.items():
-            spec = group[0].manifest["preprocess"]
-            calls: dict = {"decode": lambda: load_image(jpeg), "preprocess": lambda: preprocess_image(jpeg, spec)}
-            encoders = {}
-            for r in group:
-                try:
-                    encoders[r.key] = Encoder(r.bundle, providers=[r.provider], threads=config.threads)
-                    calls[r.key] = (lambda enc: lambda: enc.encode_image([jpeg]))(encoders[r.key])
-                except Exception as exc:
-                    status, reason = _failure(exc)
-                    log(f"{status}: end-to-end {r.label} [{model}] on {r.provider}: {reason}")
-                    rows.append({"kind": "end_to_end", **r.describe(), "status": status, "reason": reason})
-            samples, errors = measure_interleaved(calls, config.plan)
-            decode = summarize(samples["decode"]) if "decode" in samples else {}
-            pre = summarize(samples["preprocess"]) if "preprocess" in samples else {}
-            for r in group:
-                if r.key not in calls:
-                    continue
-                base = {"kind": "end_to_end", **r.describe(), "tower": "image", "batch": 1, "image": str(jpeg)}
-                if r.key not in samples:
-                    rows.append({**base, "status": "error", "reason": errors.get(r.key, "no samples")})
-                    continue
-                stats = summarize(samples[r.key])
-                # Share from the fastest calls: noise only adds time, so minima compare like with like.
-                share = pre["min_ms"] / stats["min_ms"] if pre else None
-                rows.append({**base, "status": "ok", **stats, "decode_ms": decode.get("median_ms"),
-                             "decode_preprocess_ms": pre.get("median_ms"), "preprocess_share": share})
-            del encoders
-            bar.update(1)
+    for r in targets:
+        res = results[r.key]
+        refused = next((x for x in res if x.get("status") == "skipped"), None)
+        samples, reason = _merge(res, lambda x: x.get("encode"))
+        if refused or reason:
+            status = "skipped" if refused else "error"
+            log(f"{status}: end-to-end {r.label} [{r.model_id}] on {r.provider}: {(refused or {}).get('reason', reason)}")
+            rows.append({"kind": "end_to_end", **r.describe(), "status": status,
+                         "reason": (refused or {}).get("reason", reason)})
+            continue
+        stats = summarize(samples)
+        decode = summarize(_merge(res, lambda x: x.get("decode"))[0])
+        pre = summarize(_merge(res, lambda x: x.get("preprocess"))[0])
+        rows.append({"kind": "end_to_end", **r.describe(), "tower": "image", "batch": 1, "image": str(jpeg),
+                     "status": "ok", **stats, "decode_ms": decode["median_ms"],
+                     "decode_preprocess_ms": pre["median_ms"],
+                     # Share from the fastest calls: noise only adds time, so minima compare like with like.
+                     "preprocess_share": pre["min_ms"] / stats["min_ms"]})
     return rows
 
 
 def _probe(bundle: str, provider: str, jpeg: Path, threads: Optional[int]) -> dict:
     """Run runtime.bench_probe in a fresh interpreter; returns its JSON plus the parent's wall time."""
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
-    cmd = [sys.executable, "-m", "runtime.bench_probe", "--bundle", bundle, "--provider", provider, "--image", str(jpeg)]
+    args = ["--bundle", bundle, "--provider", provider, "--image", str(jpeg)]
     if threads:
-        cmd += ["--threads", str(threads)]
+        args += ["--threads", str(threads)]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    wall = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise RuntimeError((proc.stderr.strip().splitlines() or ["probe failed"])[-1][:500])
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["process_wall_s"] = wall
+    out = run_child("runtime.bench_probe", args, timeout=600)
+    out["process_wall_s"] = time.perf_counter() - t
     return out
 
 
@@ -283,7 +272,7 @@ def accuracy_rows(runners: list[Runner], config: BenchConfig, progress: bool = T
                 try:
                     emb = {t: _embed(r.tower(t), x) for t, x in (("image", images), ("text", ids)) if t in r.factories}
                 except Exception as exc:
-                    status, reason = _failure(exc)
+                    status, reason = failure_status(exc)
                     log(f"{status}: accuracy {r.label} [{model}] on {r.provider}: {reason}")
                     row.update(status=status, reason=reason)
                     model_rows.append(row)
@@ -383,6 +372,35 @@ def exit_status(report: dict) -> int:
     return 1 if any(r.get("status") == "error" for r in report["rows"]) else 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_timing_arguments(ap: argparse.ArgumentParser) -> None:
+    """--quick, --runs and --processes (shared with the build side's side-by-side command)."""
+    ap.add_argument("--quick", action="store_true",
+                    help=f"smoke-level run: {QUICK.warmup} warm-up and {QUICK.runs} timed calls in "
+                    f"{QUICK.processes} process per runner, 1 cold start")
+    ap.add_argument("--runs", type=_positive, metavar="N",
+                    help=f"timed calls per process (default {FULL.runs}, quick {QUICK.runs})")
+    ap.add_argument("--processes", type=_positive, metavar="N",
+                    help=f"fresh processes per runner, alternating between runners (default {FULL.processes}, "
+                    f"quick {QUICK.processes})")
+
+
+def timing_plan(args: argparse.Namespace) -> TimingPlan:
+    """The TimingPlan that --quick, --runs and --processes ask for."""
+    plan = QUICK if args.quick else FULL
+    if args.runs:
+        plan = replace(plan, runs=args.runs, min_runs=min(plan.min_runs, args.runs))
+    if args.processes:
+        plan = replace(plan, processes=args.processes)
+    return plan
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line (see --help)."""
     ap = argparse.ArgumentParser(
@@ -401,8 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "plus XNNPACK and NNAPI (recorded as skipped when absent)")
     ap.add_argument("--towers", nargs="+", choices=TOWERS, default=list(TOWERS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8], metavar="N")
-    ap.add_argument("--quick", action="store_true", help="1 warm-up, 5 rounds, 1 cold start: a smoke-level run")
-    ap.add_argument("--rounds", type=int, help="timed rounds per measurement (default 20, quick 5)")
+    add_timing_arguments(ap)
     ap.add_argument("--threads", type=int, help="intra-op threads per session (default: onnxruntime's choice)")
     ap.add_argument("--eval-dir", type=Path, metavar="PATH",
                     help="ImageNet-style class folder (prompts 'a photo of a {class}.', optional prompts.json) or "
@@ -429,8 +446,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     ap = build_parser()
     args = ap.parse_args(argv)
-    if any(b < 1 for b in args.batches) or (args.rounds is not None and args.rounds < 1):
-        ap.error("--batches and --rounds must be positive")
+    if any(b < 1 for b in args.batches):
+        ap.error("--batches must be positive")
     for path in [*args.bundle, *args.baseline_rows, *([args.image] if args.image else [])]:
         if not path.exists():
             ap.error(f"not found: {path}")
@@ -440,11 +457,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         run, skipped = provider_plan(args.providers, ort.get_available_providers())
     except ValueError as exc:
         ap.error(str(exc))
-    plan = QUICK if args.quick else FULL
-    if args.rounds:
-        plan = replace(plan, rounds=args.rounds, min_rounds=min(plan.min_rounds, args.rounds))
     config = BenchConfig(
-        towers=args.towers, batches=args.batches, plan=plan, threads=args.threads, eval_dir=args.eval_dir,
+        towers=args.towers, batches=args.batches, plan=timing_plan(args), threads=args.threads, eval_dir=args.eval_dir,
         eval_limit=args.eval_limit, image=args.image, end_to_end=not args.no_end_to_end,
         cold_start=not args.no_cold_start, cold_repeats=1 if args.quick else 3, accuracy=not args.no_accuracy,
         command="python -m runtime.bench " + shlex.join(argv if argv is not None else sys.argv[1:]),

@@ -6,11 +6,11 @@ only for the plot and is optional: without it the report says the PNG was skippe
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Optional
+
+from edgeclip.files import atomic_path
 
 INT8_LABEL = "edgeclip int8-cpu"
 BASELINES = ("torch fp32", "ort fp32", "ort int8-dynamic")
@@ -89,11 +89,10 @@ def render_markdown(report: dict) -> str:
         f"- command: `{report['command']}`" if report.get("command") else "- command: (library call)",
         f"- machine: {m['platform']} ({m['machine']}, {m['cpu_count']} CPUs), Python {m['python']}, "
         f"onnxruntime {m['onnxruntime']} (providers: {', '.join(map(_short, m['available_providers']))})",
-        f"- timing: {plan.get('warmup')} warm-up calls, up to {plan.get('rounds')} rounds; all runners of one "
-        f"(tower, batch) are timed in interleaved rounds, so ratios inside a table hold on a noisy machine; "
-        f"each timed call follows {plan.get('settle', 0)} untimed call(s) of the same runner, so the previous "
-        f"runner's spinning threads are not charged to it; "
-        f"threads: {cfg.get('threads') or 'onnxruntime default'}",
+        f"- timing: each runner alone in fresh processes ({plan.get('processes')} per runner, alternating with "
+        f"the other runners; in each, {plan.get('warmup')} untimed warm-up call(s), then up to {plan.get('runs')} "
+        f"timed calls per tower and batch), so no other session's threads share the cores and ratios inside a "
+        f"table hold on a noisy machine; threads: {cfg.get('threads') or 'onnxruntime default'}",
         "",
     ]
     md += [f"- note: {n}" for n in report.get("notes", [])] + ([""] if report.get("notes") else [])
@@ -161,15 +160,8 @@ def render_markdown(report: dict) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 def plot_points(rows: list[dict]) -> list[dict]:

@@ -34,6 +34,8 @@ class Runner:
     context_length: int = 77
     bundle: Optional[str] = None
     manifest: Optional[dict] = None
+    # How a fresh process rebuilds this runner: {"factory": "module:function", "kwargs": {...}} (JSON-able).
+    recipe: Optional[dict] = None
     _open: dict[str, TowerFn] = field(default_factory=dict, repr=False)
 
     @property
@@ -126,63 +128,56 @@ def canonical_provider(name: str) -> str:
 
 def session_fn(session, fixed_batch: Optional[int]) -> TowerFn:
     """Wrap an onnxruntime session as x -> y; fixed-batch graphs get padded chunks like the runtime does."""
-    inp = session.get_inputs()[0]
-    name, wants_int32 = inp.name, inp.type == "tensor(int32)"
+    from edgeclip.encoder import run_batched
 
-    def run(x: np.ndarray) -> np.ndarray:
-        if wants_int32:
-            x = x.astype(np.int32)
-        if not fixed_batch:
-            return session.run(None, {name: x})[0]
-        outs = []
-        for start in range(0, len(x), fixed_batch):
-            chunk = x[start : start + fixed_batch]
-            n = len(chunk)
-            if n < fixed_batch:
-                pad = np.repeat(chunk[-1:], fixed_batch - n, axis=0)
-                chunk = np.concatenate([chunk, pad])
-            outs.append(session.run(None, {name: chunk})[0][:n])
-        return np.concatenate(outs)
-
-    return run
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    wants_int32 = inp.type == "tensor(int32)"
+    return lambda x: run_batched(session, inp.name, out.name, x.astype(np.int32) if wants_int32 else x, fixed_batch)
 
 
 def bundle_runners(bundle_dir: Path, providers: list[str], threads: Optional[int]) -> list[Runner]:
-    """One runner per provider for a bundle; sessions open lazily (see `Runner.tower`)."""
+    """One runner per provider for a bundle (verified once); sessions open lazily (see `Runner.tower`)."""
     from edgeclip.bundle import load_bundle
 
-    bundle = load_bundle(bundle_dir, verify=True)
+    load_bundle(bundle_dir, verify=True)
+    return [bundle_runner(str(bundle_dir), provider, threads) for provider in providers]
+
+
+def bundle_runner(bundle_dir: str, provider: str, threads: Optional[int]) -> Runner:
+    """The runner of one bundle on one provider (the bundle's hashes are not re-checked here)."""
+    from edgeclip.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir, verify=False)
     size = bundle.preprocess.get("crop_size", bundle.preprocess.get("size", 224))
     context = int((bundle.manifest.get("tokenizer") or {}).get("context_length", 77))
-    runners = []
-    for provider in providers:
-        factories = {
-            t: _session_factory(bundle.tower_path(t), provider, threads, spec.get("batch", "dynamic"))
-            for t, spec in bundle.towers.items()
-        }
-        runners.append(
-            Runner(
-                model_id=bundle.model_id,
-                engine="onnxruntime",
-                variant=variant_of(bundle.manifest),
-                provider=provider,
-                factories=factories,
-                image_size=int(size),
-                context_length=context,
-                bundle=str(bundle.root),
-                manifest=bundle.manifest,
-            )
-        )
-    return runners
+    factories = {
+        t: _session_factory(bundle.tower_path(t), provider, threads, spec.get("batch", "dynamic"), spec.get("precision"))
+        for t, spec in bundle.towers.items()
+    }
+    return Runner(model_id=bundle.model_id, engine="onnxruntime", variant=variant_of(bundle.manifest),
+                  provider=provider, factories=factories, image_size=int(size), context_length=context,
+                  bundle=str(bundle.root), manifest=bundle.manifest,
+                  recipe={"factory": "runtime.bench_runners:bundle_runner",
+                          "kwargs": {"bundle_dir": str(bundle.root), "provider": provider, "threads": threads}})
 
 
-def _session_factory(onnx_path: Path, provider: str, threads: Optional[int], batch) -> Callable[[], TowerFn]:
+def runner_from_recipe(recipe: dict) -> Runner:
+    """Rebuild a runner from its recipe (in a benchmark child process)."""
+    import importlib
+
+    module, _, name = recipe["factory"].partition(":")
+    return getattr(importlib.import_module(module), name)(**recipe["kwargs"])
+
+
+def _session_factory(onnx_path: Path, provider: str, threads: Optional[int], batch,
+                     precision: Optional[str]) -> Callable[[], TowerFn]:
     fixed = batch if isinstance(batch, int) else None
 
     def build() -> TowerFn:
         from runtime.session import create_session
 
-        session, used = create_session(onnx_path, providers=[provider], threads=threads, fixed_shape=fixed is not None)
+        session, used = create_session(onnx_path, providers=[provider], threads=threads, fixed_shape=fixed is not None,
+                                       precision=precision)
         if not used or used[0] != provider:
             raise ProviderFallback(f"{provider} did not take the graph; the session runs on {used}")
         return session_fn(session, fixed)
@@ -192,6 +187,14 @@ def _session_factory(onnx_path: Path, provider: str, threads: Optional[int], bat
 
 class ProviderFallback(RuntimeError):
     """The requested provider was dropped when the session was created."""
+
+
+def failure_status(exc: Exception) -> tuple[str, str]:
+    """("skipped", why) when a provider refused or dropped the graph, else ("error", what went wrong)."""
+    from edgeclip.errors import ProviderError
+
+    status = "skipped" if isinstance(exc, (ProviderFallback, ProviderError)) else "error"
+    return status, f"{type(exc).__name__}: {exc}"[:500]
 
 
 def image_batch(size: int, batch: int, seed: int = 0) -> np.ndarray:

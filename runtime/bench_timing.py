@@ -1,31 +1,33 @@
-"""Timing primitives for the benchmark runner: interleaved rounds so that ratios survive a noisy machine.
+"""Timing primitives of the benchmark: every runner is timed alone in a fresh process, processes alternating.
 
-Each timed call is preceded by ``settle`` untimed calls of the same candidate. Without them, the thread
-pool of the candidate that ran just before is still spin-waiting (ONNX Runtime's default) and steals the
-cores: on this 2-core machine that doubled both S0 towers' latency (fp32 image 52 ms interleaved vs
-26 ms alone) and hid the INT8 speed-up.
+Why processes: ONNX Runtime's worker threads spin-wait after a run. With two sessions in one process, the idle
+one's spinning threads took the cores from the one being timed; on this 2-core machine that doubled S0's fp32
+image latency (52 ms interleaved vs 26 ms alone) and hid most of the INT8 speed-up. A process per runner has no
+such neighbour; alternating the processes of all runners `processes` times makes slow drifts of the machine's
+load hit every runner alike, so ratios inside one report still hold on a noisy machine.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Hashable, Mapping
+from typing import Callable, Hashable, Mapping, Optional
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class TimingPlan:
-    """How long to measure: warm-up calls, timed rounds, and a wall-clock budget per group."""
+    """How long to measure: per process, `warmup` untimed calls then up to `runs` timed calls (at least
+    `min_runs`, fewer once `budget_s` is spent); `processes` fresh processes per runner, alternating."""
 
     warmup: int = 3
-    rounds: int = 20
-    min_rounds: int = 5
-    budget_s: float = 60.0
-    settle: int = 1
+    runs: int = 7
+    min_runs: int = 3
+    processes: int = 3
+    budget_s: float = 20.0
 
 
-QUICK = TimingPlan(warmup=1, rounds=5, min_rounds=3, budget_s=15.0)
+QUICK = TimingPlan(warmup=1, runs=5, min_runs=2, processes=1, budget_s=5.0)
 FULL = TimingPlan()
 
 
@@ -41,45 +43,41 @@ def summarize(samples_s: list[float]) -> dict:
     }
 
 
-def measure_interleaved(
-    candidates: Mapping[Hashable, Callable[[], object]], plan: TimingPlan
-) -> tuple[dict[Hashable, list[float]], dict[Hashable, str]]:
-    """Time every candidate once per round (after ``plan.settle`` untimed calls), rotating the order each round.
-
-    Returns (durations in seconds per key, error message per key that raised).
-    A candidate that raises is dropped from later rounds; the others go on.
-    """
-    live = dict(candidates)
-    errors: dict[Hashable, str] = {}
-    samples: dict[Hashable, list[float]] = {k: [] for k in live}
-
-    def call(key: Hashable) -> float | None:
-        try:
-            t0 = time.perf_counter()
-            live[key]()
-            return time.perf_counter() - t0
-        except Exception as exc:  # a provider can fail at run time (unsupported op, shape)
-            errors[key] = f"{type(exc).__name__}: {exc}"[:500]
-            del live[key]
-            return None
-
+def time_calls(fn: Callable[[], object], plan: TimingPlan) -> list[float]:
+    """Durations in seconds of back-to-back calls of `fn` after `plan.warmup` untimed ones (one process's share)."""
     for _ in range(plan.warmup):
-        for key in list(live):
-            call(key)
+        fn()
+    times: list[float] = []
     start = time.perf_counter()
-    for r in range(plan.rounds):
-        keys = list(live)
-        if not keys:
+    while len(times) < plan.runs:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= plan.min_runs and time.perf_counter() - start > plan.budget_s:
             break
-        shift = r % len(keys)
+    return times
+
+
+def alternate(
+    jobs: Mapping[Hashable, object],
+    run_one: Callable[[object], dict],
+    processes: int,
+    on_done: Optional[Callable[[Hashable], None]] = None,
+) -> dict[Hashable, list[dict]]:
+    """Run every job `processes` times, one at a time, rotating the order each round; results per key.
+
+    `run_one` starts one fresh process for a job and returns its result; an exception it raises is stored as
+    {"crashed": message} for that round, and the other jobs go on.
+    """
+    keys = list(jobs)
+    results: dict[Hashable, list[dict]] = {k: [] for k in keys}
+    for r in range(max(1, processes)):
+        shift = r % len(keys) if keys else 0
         for key in keys[shift:] + keys[:shift]:
-            for _ in range(plan.settle):
-                if key in live:
-                    call(key)
-            if key in live:
-                dt = call(key)
-                if dt is not None:
-                    samples[key].append(dt)
-        if r + 1 >= plan.min_rounds and time.perf_counter() - start > plan.budget_s:
-            break
-    return {k: v for k, v in samples.items() if v and k not in errors}, errors
+            try:
+                results[key].append(run_one(jobs[key]))
+            except Exception as exc:  # a child that crashed (e.g. a provider segfault) is a result, not the end
+                results[key].append({"crashed": f"{type(exc).__name__}: {exc}"[:500]})
+            if on_done:
+                on_done(key)
+    return results

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from edgeclip.bundle import MANIFEST_NAME, sha256_file
+from edgeclip.files import atomic_path
 
 
 def install_file(src: Path, root: Path, name: str) -> str:
@@ -20,16 +20,8 @@ def install_file(src: Path, root: Path, name: str) -> str:
 def write_manifest(root: Path, manifest: dict) -> None:
     """Rewrite ``root/manifest.json`` atomically (temp file in the bundle, then rename)."""
     path = root / MANIFEST_NAME
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{MANIFEST_NAME}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
 
 
 def read_manifest(root: Path) -> dict:

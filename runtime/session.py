@@ -10,14 +10,26 @@ from runtime.providers import Requested, resolve_providers, session_threads
 _MODEL_ERRORS = {"InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel", "InvalidArgument"}
 
 
+def disabled_optimizers(precision: Optional[str]) -> list[str]:
+    """Graph optimizers to turn off for a tower of this precision.
+
+    fp16: the NCHWc layout pass. onnxruntime 1.32's CPU provider segfaults in it while creating a session for
+    MobileCLIP2-S0's fp16 text graph; NCHWc kernels are float32-only, so fp16 graphs lose nothing without it.
+    """
+    return ["NchwcTransformer"] if precision == "fp16" else []
+
+
 def create_session(
     onnx_path: Union[str, Path],
     providers: Requested = "auto",
     threads: Optional[int] = None,
     fixed_shape: bool = False,
     available: Optional[Sequence[str]] = None,
+    precision: Optional[str] = None,
 ):
     """Build an InferenceSession for `onnx_path`; returns (session, providers it actually runs with).
+
+    `precision` is the tower's manifest precision (fp32, fp16, int8); it selects `disabled_optimizers`.
 
     Raises BundleError when the file is not a loadable model and ProviderError when a provider fails.
     """
@@ -38,7 +50,8 @@ def create_session(
     path = Path(onnx_path)
     try:
         session = ort.InferenceSession(
-            str(path), sess_options=so, providers=names, provider_options=[opts for _, opts in chosen]
+            str(path), sess_options=so, providers=names, provider_options=[opts for _, opts in chosen],
+            disabled_optimizers=disabled_optimizers(precision),
         )
     except Exception as exc:  # ORT raises pybind11 classes; sort them into our two kinds
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -48,4 +61,4 @@ def create_session(
     return session, list(session.get_providers())
 
 
-__all__ = ["create_session"]
+__all__ = ["create_session", "disabled_optimizers"]

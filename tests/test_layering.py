@@ -38,16 +38,21 @@ def test_device_source_has_no_forbidden_import_statement():
     assert not offenders, f"device-side files import build-side or torch packages: {offenders}"
 
 
-def test_importing_every_device_module_leaves_torch_out_of_sys_modules():
+def _device_modules() -> list[str]:
+    """Dotted names of every module under edgeclip/ and runtime/ (no __main__)."""
     modules = []
     for path in _device_files():
-        rel = path.relative_to(ROOT).with_suffix("")
-        parts = list(rel.parts)
+        parts = list(path.relative_to(ROOT).with_suffix("").parts)
         if parts[-1] == "__main__":
             continue
         if parts[-1] == "__init__":
             parts = parts[:-1]
         modules.append(".".join(parts))
+    return modules
+
+
+def test_importing_every_device_module_leaves_torch_out_of_sys_modules():
+    modules = _device_modules()
     code = (
         "import importlib, json, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
@@ -56,3 +61,13 @@ def test_importing_every_device_module_leaves_torch_out_of_sys_modules():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     leaked = json.loads(out.stdout.strip().splitlines()[-1])
     assert leaked == [], f"importing the device side pulled in: {leaked}"
+
+
+def test_every_device_module_imports_first_in_a_fresh_interpreter():
+    """No import cycle: `import runtime.session` (or any device module) works before anything else is loaded."""
+    failed = {}
+    for module in _device_modules():
+        proc = subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, capture_output=True, text=True)
+        if proc.returncode != 0:
+            failed[module] = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    assert not failed, failed

@@ -1,10 +1,11 @@
-"""Unit tests of the benchmark's parts: evaluation data, metrics, interleaved timing, provider plan, report files."""
+"""Unit tests of the benchmark's parts: evaluation data, metrics, per-process timing, provider plan, report files."""
 from __future__ import annotations
 
 import io
 import json
 import sys
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ import pytest
 from runtime.bench_accuracy import EvalDataError, class_embeddings, cosine_stats, load_eval_set, top1
 from runtime.bench_report import render_markdown, write_report
 from runtime.bench_runners import provider_plan, variant_of
-from runtime.bench_timing import TimingPlan, measure_interleaved
+from runtime.bench_timing import TimingPlan, alternate, time_calls
+from runtime.bench_worker import run_child
 
 
 def test_class_folder_labels_prompts_and_limit(eval_folder):
@@ -70,24 +72,37 @@ def test_top1_and_cosines_are_exact_on_known_embeddings():
     assert cosine_stats(x, -x)["cos_mean"] == pytest.approx(-1.0)
 
 
-def test_interleaved_timing_keeps_going_when_one_candidate_fails():
-    calls = []
-
-    def boom():
-        raise RuntimeError("provider refused")
-
-    samples, errors = measure_interleaved({"a": lambda: calls.append("a"), "b": boom},
-                                          TimingPlan(warmup=1, rounds=4, min_rounds=1, budget_s=10, settle=0))
-    assert list(samples) == ["a"] and len(samples["a"]) == 4 and len(calls) == 5
-    assert errors == {"b": "RuntimeError: provider refused"}
-
-
-def test_interleaved_timing_settles_each_candidate_before_its_timed_call():
+def test_alternate_rotates_the_order_and_keeps_going_when_a_child_crashes():
     order = []
-    samples, _ = measure_interleaved({"a": lambda: order.append("a"), "b": lambda: order.append("b")},
-                                     TimingPlan(warmup=0, rounds=2, min_rounds=1, budget_s=10, settle=1))
-    assert order == ["a", "a", "b", "b", "b", "b", "a", "a"]
-    assert len(samples["a"]) == len(samples["b"]) == 2
+
+    def run_one(job):
+        order.append(job)
+        if job == "b":
+            raise RuntimeError("the process was killed by SIGSEGV")
+        return {"ok": job}
+
+    results = alternate({"a": "a", "b": "b", "c": "c"}, run_one, processes=3)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert results["a"] == [{"ok": "a"}] * 3
+    assert results["b"] == [{"crashed": "RuntimeError: the process was killed by SIGSEGV"}] * 3
+
+
+def test_time_calls_warms_up_then_times_and_respects_the_budget():
+    calls = []
+    times = time_calls(lambda: calls.append(1), TimingPlan(warmup=2, runs=4, min_runs=1, processes=1, budget_s=60))
+    assert len(times) == 4 and len(calls) == 6 and all(t >= 0 for t in times)
+    slow = time_calls(lambda: time.sleep(0.02), TimingPlan(warmup=0, runs=50, min_runs=2, processes=1, budget_s=0.01))
+    assert len(slow) == 2  # the budget ends the run once min_runs are in
+
+
+def test_run_child_names_the_signal_that_killed_it(tmp_path, monkeypatch):
+    (tmp_path / "crashing_child.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    (tmp_path / "failing_child.py").write_text("import sys\nsys.exit('cannot open the bundle')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with pytest.raises(RuntimeError, match="killed by SIGSEGV"):
+        run_child("crashing_child", [])
+    with pytest.raises(RuntimeError, match="cannot open the bundle"):
+        run_child("failing_child", [])
 
 
 def test_provider_plan_records_absent_providers():

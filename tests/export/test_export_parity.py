@@ -58,3 +58,24 @@ def test_fixture_parity_torch_and_onnx(stem, fixture_files, capsys):
         rows = {"torch image": parity(t_img, fx["image_embeddings"]), "torch text": parity(t_txt, fx["text_embeddings"]),
                 "onnx image": parity(o_img, fx["image_embeddings"]), "onnx text": parity(o_txt, fx["text_embeddings"])}
         print(f"\n[parity] {stem}: " + "; ".join(f"{k} cos {c:.8f} relL2 {r:.2e}" for k, (c, r) in rows.items()))
+
+
+def test_fp16_mobileclip2_text_graph_opens_with_the_runtime_session(fixture_files, tmp_path):
+    """onnxruntime 1.32's NCHWc pass segfaulted creating a session for this fp16 graph; the runtime turns it off
+    for fp16 towers. A fresh process opens and runs the graph, so a crash fails this test instead of pytest."""
+    import shutil
+    import subprocess
+    import sys
+
+    from export.onnx_export import convert_to_fp16
+
+    text = tmp_path / "text.onnx"
+    shutil.copy(fixture_files.bundle("MobileCLIP2-S0.open_clip") / "text.onnx", text)
+    convert_to_fp16(text)
+    code = ("import sys, numpy as np; from runtime.session import create_session; "
+            "s, _ = create_session(sys.argv[1], 'cpu', 1, precision='fp16'); "
+            "ids = np.zeros((2, 77), np.int64); ids[:, 0], ids[:, 1] = 49406, 49407; "
+            "print(s.run(None, {s.get_inputs()[0].name: ids})[0].shape)")
+    proc = subprocess.run([sys.executable, "-c", code, str(text)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-500:]}"
+    assert proc.stdout.strip().startswith("(2, ")
