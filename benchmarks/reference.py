@@ -76,7 +76,10 @@ def build_bundle(model_id: str, variant: str, cache: Optional[Path] = None) -> P
 
         if variant == "fp32-nnapi":  # what NNAPI needs: batch 1, tanh GELU, opset 16 (the `nnapi` preset)
             return Path(export_bundle(model_id, out, checkpoint=ckpt, nnapi=True))
-        return Path(export_bundle(model_id, out, checkpoint=ckpt, precision=variant))
+        # fp16 of random weights can miss the parity bar (MobileCLIP-S1 image relative L2 3.1e-2 > 3e-2) while
+        # real-layout fixture weights pass; latency does not depend on the values, and the report's cosine
+        # rows show the fidelity, so the benchmark keeps such a graph (its manifest says parity passed: false).
+        return Path(export_bundle(model_id, out, checkpoint=ckpt, precision=variant, strict=variant != "fp16"))
     fp32 = build_bundle(model_id, "fp32-nnapi" if variant == "int8-nnapi" else "fp32", cache)
     if variant == "int8-dynamic":
         return dynamic_bundle(fp32, out)

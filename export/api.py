@@ -203,11 +203,13 @@ def _module_counts(model: nn.Module, spec: ModelSpec, towers: Sequence[str]) -> 
 def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: CheckpointArg = None,
                   batch: Union[None, str, int] = None, gelu: Optional[str] = None, opset: Optional[int] = None,
                   precision: str = "fp32", towers: Sequence[str] = ("image", "text"),
-                  progress: Optional[Callable[[str], None]] = None, nnapi: bool = False) -> Path:
+                  progress: Optional[Callable[[str], None]] = None, nnapi: bool = False,
+                  strict: bool = True) -> Path:
     """Export a reparameterized, validated fp32/fp16 bundle to `out_dir` atomically; return the bundle dir.
 
     Unset batch/gelu/opset default to dynamic/exact/17; `nnapi=True` makes them 1/tanh/16, the graphs
-    NNAPI runs in one partition (see `resolve_options`).
+    NNAPI runs in one partition (see `resolve_options`). A graph outside the parity limits is an ExportError;
+    with `strict=False` it is kept and its manifest parity entry says `passed: false` (for latency-only uses).
     """
     spec = get_spec(model_id)
     options = resolve_options(nnapi, batch, gelu, opset)
@@ -238,7 +240,7 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
             if converter:
                 stats = check_graph(path)
             _progress(progress, f"validating the {tower} tower with ONNX Runtime")
-            parity = validate(path, model, tower, n_check, spec.image_size, precision, spec.context_length)
+            parity = validate(path, model, tower, n_check, spec.image_size, precision, spec.context_length, strict)
             entry = {"file": path.name, "sha256": None, "precision": precision, "opset": opset, "batch": batch,
                      "gelu": gelu, **io,
                      "node_counts": {"torch_modules_before_reparam": before[tower]["leaf_modules"],

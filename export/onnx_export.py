@@ -221,14 +221,16 @@ def compare(actual: np.ndarray, expected: np.ndarray) -> dict:
 
 
 def validate(path: Path, model: nn.Module, tower: str, n: int, image_size: int, precision: str,
-             context_length: int = 77) -> dict:
-    """ONNX Runtime vs torch on fixed inputs; ExportError when the graph is off (limits in PARITY_LIMITS)."""
+             context_length: int = 77, strict: bool = True) -> dict:
+    """ONNX Runtime vs torch on fixed inputs; ExportError when the graph is off (limits in PARITY_LIMITS),
+    unless `strict` is False: then the result says `passed: False` and the caller decides."""
     x = sample_inputs(tower, n, image_size, context_length)
     with torch.no_grad():
         expected = Tower(model, tower)(torch.from_numpy(x)).numpy()
     result = compare(ort_outputs(path, x, precision), expected)
     limits = PARITY_LIMITS[precision]
-    if not (result["cosine"] >= limits["cosine"] and result["rel_l2"] <= limits["rel_l2"]):
+    passed = result["cosine"] >= limits["cosine"] and result["rel_l2"] <= limits["rel_l2"]
+    if not passed and strict:
         raise ExportError(f"{tower} graph disagrees with torch ({precision}): min cosine {result['cosine']:.6f} "
                           f"(need >= {limits['cosine']}), relative L2 {result['rel_l2']:.2e} (need <= {limits['rel_l2']})")
-    return {**result, "inputs": n, "limits": limits}
+    return {**result, "inputs": n, "limits": limits, "passed": passed}

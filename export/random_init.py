@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgeclip.files import atomic_path
+
 MIN_INPUT_FRACTION = 0.10  # issue 7: >= 10 % of each embedding's norm must survive mean subtraction
 
 
@@ -79,9 +81,8 @@ def make_input_sensitive_checkpoint(model_id: str, path: str | os.PathLike, seed
             sd[key] = torch.from_numpy(np.asarray(_value(key, shape, bn_prefixes, rng), dtype=np.float32))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(sd, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(sd, tmp)
     return path
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 import numpy as np
 
 from quantize.measure import make_session
+from runtime.bench_timing import TimingPlan, time_calls
 
 
 def time_graph(graph: str, feed_path: str, threads: int, runs: int, warmup: int) -> list[float]:
@@ -19,14 +19,8 @@ def time_graph(graph: str, feed_path: str, threads: int, runs: int, warmup: int)
     session = make_session(graph, threads)
     with np.load(feed_path) as data:
         feed = {k: data[k] for k in data.files}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return times
+    plan = TimingPlan(warmup=warmup, runs=runs, min_runs=runs, processes=1, budget_s=float("inf"))
+    return time_calls(lambda: session.run(None, feed), plan)
 
 
 if __name__ == "__main__":

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import onnxruntime as ort
 
-_PROJECT_ROOT = str(Path(__file__).resolve().parents[1])  # so the probe imports this checkout's quantize/
+from runtime.bench_timing import alternate
+from runtime.bench_worker import run_child
+
 
 
 def make_session(path: str | os.PathLike, threads: int = 1) -> ort.InferenceSession:
@@ -64,19 +62,19 @@ def latency_ratio(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, fe
     one process the idle one's spinning threads slowed the other (S0 text INT8 14.5 ms instead of 9.0 ms alone).
     Alternating `rounds` times makes slow drifts of the machine's load hit both graphs alike.
     """
-    times: dict[str, list[float]] = {"fp32": [], "int8": []}
     with tempfile.TemporaryDirectory(prefix="edgeclip-latency-") as tmp:
         feed_path = os.path.join(tmp, "feed.npz")
         np.savez(feed_path, **feed)
         per_round = max(1, runs // rounds)
-        for _ in range(rounds):
-            for name, path in (("fp32", fp32_path), ("int8", int8_path)):
-                cmd = [sys.executable, "-m", "quantize.latency_probe", str(path), feed_path, str(threads),
-                       str(per_round), str(warmup)]
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=_PROJECT_ROOT)
-                if proc.returncode != 0:
-                    raise RuntimeError(f"timing {path} failed: {proc.stderr.strip()[-500:]}")
-                times[name] += json.loads(proc.stdout)
+        jobs = {name: [str(path), feed_path, str(threads), str(per_round), str(warmup)]
+                for name, path in (("fp32", fp32_path), ("int8", int8_path))}
+        results = alternate(jobs, lambda args: {"times": run_child("quantize.latency_probe", args)}, rounds)
+    times = {}
+    for name, got in results.items():
+        crashed = next((r["crashed"] for r in got if "crashed" in r), None)
+        if crashed:
+            raise RuntimeError(f"timing {jobs[name][0]} failed: {crashed}")
+        times[name] = [t for r in got for t in r["times"]]
     fp32_ms = 1000 * statistics.median(times["fp32"])
     int8_ms = 1000 * statistics.median(times["int8"])
     return {"fp32_ms": fp32_ms, "int8_ms": int8_ms, "speedup": fp32_ms / int8_ms, "threads": threads,

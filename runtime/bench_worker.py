@@ -13,14 +13,14 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from runtime.bench_timing import TimingPlan, time_calls
 
 _ROOT = str(Path(__file__).resolve().parents[1])
 
 
-def run_child(module: str, args: list[str], payload: Optional[dict] = None, timeout: float = 3600) -> dict:
+def run_child(module: str, args: list[str], payload: Optional[dict] = None, timeout: float = 3600) -> Any:
     """Run `python -m module args...` (job JSON on stdin) with this checkout importable; its last stdout line as JSON.
 
     Raises RuntimeError with the child's last error line, or the signal that killed it (a provider can segfault).

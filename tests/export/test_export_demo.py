@@ -75,3 +75,18 @@ def test_demo_fp16_bundle_keeps_float32_io(tmp_path):
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
     size = MODELS["demo"].image_size
     assert [d.dim_value for d in graph.input[0].type.tensor_type.shape.dim] == [2, 3, size, size]
+
+
+def test_parity_miss_is_an_error_unless_strict_is_off(tmp_path, monkeypatch):
+    """A graph outside the parity limits stops the export; strict=False keeps it and the manifest says so."""
+    from export import onnx_export
+    from export.api import export_bundle
+    from export.onnx_export import ExportError
+
+    monkeypatch.setitem(onnx_export.PARITY_LIMITS, "fp16", {"cosine": 1.1, "rel_l2": 0.0})  # no graph can meet it
+    with pytest.raises(ExportError, match="disagrees with torch"):
+        export_bundle("demo", tmp_path / "strict", precision="fp16", towers=("image",))
+    assert not (tmp_path / "strict").exists()
+    out = export_bundle("demo", tmp_path / "lenient", precision="fp16", towers=("image",), strict=False)
+    parity = json.loads((out / "manifest.json").read_text())["towers"]["image"]["parity"]
+    assert parity["passed"] is False and parity["cosine"] > 0.99
