@@ -122,15 +122,15 @@ def latency_rows(runners: list[Runner], config: BenchConfig, progress: bool = Tr
     rows = []
     for r in timed:
         for tower in towers[r.key]:
-            failed = [res.get("towers", {}).get(tower, res) for res in results[r.key]]
-            refused = next((f for f in failed if f.get("status") == "skipped"), None)
+            per_round = [res.get("towers", {}).get(tower, res) for res in results[r.key]]  # a crash covers all
+            refused = next((f for f in per_round if f.get("status") == "skipped"), None)
             if refused:
                 log(f"skipped: {r.label} [{r.model_id}] {tower} on {r.provider}: {refused['reason']}")
                 rows.append({"kind": "latency", **r.describe(), "tower": tower, "status": "skipped",
                              "reason": refused["reason"]})
                 continue
             for batch in config.batches:
-                samples, reason = _merge(failed, lambda res: (res.get("samples") or {}).get(str(batch)))
+                samples, reason = _merge(per_round, lambda res: (res.get("samples") or {}).get(str(batch)))
                 base = {"kind": "latency", **r.describe(), "tower": tower, "batch": batch}
                 if reason or not samples:
                     log(f"error: {r.label} [{r.model_id}] {tower} b{batch} on {r.provider}: {reason}")
@@ -138,7 +138,7 @@ def latency_rows(runners: list[Runner], config: BenchConfig, progress: bool = Tr
                     continue
                 stats = summarize(samples)
                 rows.append({**base, "status": "ok", **stats, "per_item_ms": stats["median_ms"] / batch,
-                             "processes": len(failed)})
+                             "processes": len(per_round)})
     return rows
 
 

@@ -151,3 +151,25 @@ def test_variant_names_a_guard_kept_int8_bundle_by_its_target():
     assert variant_of({"towers": kept, "quantization": None}) == "fp32"
     assert variant_of({"towers": towers, "quantization": {"target": "cpu", "method": "dynamic: quantize_dynamic"}}) \
         == "int8-dynamic"
+
+
+def test_a_runner_whose_process_crashes_is_an_error_row_and_the_run_goes_on(tiny_bundles, tmp_path, monkeypatch):
+    from runtime.bench import BenchConfig, latency_rows
+    from runtime.bench_runners import Runner, bundle_runners
+    from runtime.bench_timing import QUICK
+
+    (tmp_path / "segv_runner.py").write_text(
+        "import os, signal\n"
+        "from runtime.bench_runners import Runner\n"
+        "def make():\n"
+        "    def open_tower():\n"
+        "        os.kill(os.getpid(), signal.SIGSEGV)  # what a provider bug looks like from outside\n"
+        "    return Runner('crash', 'onnxruntime', 'fp32', 'CPUExecutionProvider', {'image': open_tower}, 32)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    crash = Runner("crash", "onnxruntime", "fp32", "CPUExecutionProvider", {"image": lambda: None}, 32,
+                   recipe={"factory": "segv_runner:make", "kwargs": {}})
+    good = bundle_runners(tiny_bundles["fp32"], ["CPUExecutionProvider"], 1)[0]
+    rows = latency_rows([crash, good], BenchConfig(towers=("image",), batches=(1,), plan=QUICK), progress=False)
+    by_model = {r["model"]: r for r in rows}
+    assert by_model["crash"]["status"] == "error" and "SIGSEGV" in by_model["crash"]["reason"]
+    assert by_model[good.model_id]["status"] == "ok" and by_model[good.model_id]["n"] == QUICK.runs
