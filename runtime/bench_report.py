@@ -249,22 +249,60 @@ def write_report(report: dict, out_dir: Path, plot: bool = True) -> list[Path]:
     return written + [out_dir / "report.json", out_dir / "report.md"]
 
 
+def merge_reports(reports: list[dict]) -> dict:
+    """One report from several runs (e.g. one per model): rows concatenated, commands and notes kept.
+
+    Ratios stay within each run: every row keeps its own run's numbers, and a ratio is only formed between
+    rows of one model, which one run measured."""
+    if len(reports) == 1:
+        return reports[0]
+    machines = {json.dumps(r["machine"], sort_keys=True) for r in reports}
+    if len(machines) > 1:
+        raise ValueError("the reports come from different machines or onnxruntime versions; merging would mix them")
+    seen: dict[tuple, int] = {}
+    for i, r in enumerate(reports):
+        for row in r["rows"]:
+            if row.get("kind") == "latency" and row.get("status") == "ok":
+                key = (row["model"], row["label"], row["provider"], row["tower"], row["batch"])
+                if seen.setdefault(key, i) != i:
+                    raise ValueError(f"two of the reports measured {' '.join(map(str, key))}; merge runs of different models")
+    merged = dict(reports[0])
+    merged["command"] = " ; ".join(r.get("command", "") for r in reports)
+    merged["notes"] = list(dict.fromkeys(n for r in reports for n in r.get("notes", [])))
+    merged["notes"].append(f"merged from {len(reports)} runs (`python -m runtime.bench_report` with several JSONs)")
+    merged["rows"] = [row for r in reports for row in r["rows"]]
+    merged["created_utc"] = max(r["created_utc"] for r in reports)
+    return merged
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    """Re-render report.md and report.png from a report.json (e.g. after editing or merging rows)."""
+    """Re-render report.md and report.png from report.json files; several are merged into one report."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m runtime.bench_report", description=main.__doc__)
-    ap.add_argument("report_json", type=Path)
-    ap.add_argument("--out", type=Path, help="output folder (default: the JSON's folder)")
+    ap = argparse.ArgumentParser(prog="python -m runtime.bench_report", description=main.__doc__,
+                                 epilog="Exit codes: 0 written, 1 a file is not a benchmark report or cannot be merged.")
+    ap.add_argument("report_json", type=Path, nargs="+")
+    ap.add_argument("--out", type=Path, help="output folder (default: the first JSON's folder; required to merge)")
     args = ap.parse_args(argv)
+    if len(args.report_json) > 1 and args.out is None:
+        ap.error("--out is required when merging several reports")
+    reports = []
+    for path in args.report_json:
+        try:
+            report = json.loads(path.read_text())
+            if not isinstance(report["rows"], list) or not isinstance(report["machine"], dict):
+                raise TypeError("rows must be a list and machine an object")
+            reports.append(report)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"error: {path} is not a benchmark report ({exc})", file=sys.stderr)
+            return 1
     try:
-        report = json.loads(args.report_json.read_text())
-        rows = report["rows"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        print(f"error: {args.report_json} is not a benchmark report ({exc})", file=sys.stderr)
+        report = merge_reports(reports)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    report["ratios"] = compute_ratios(rows)
-    for path in write_report(report, args.out or args.report_json.parent):
+    report["ratios"] = compute_ratios(report["rows"])
+    for path in write_report(report, args.out or args.report_json[0].parent):
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -143,6 +143,22 @@ def test_report_rerenders_from_its_json(tmp_path):
     assert main([str(tmp_path / "bad.json")]) == 1
 
 
+def test_reports_of_different_models_merge_and_the_same_model_twice_is_refused(tmp_path):
+    from runtime.bench_report import main
+
+    other = _report()
+    other["rows"] = [{**row, "model": "n"} for row in other["rows"]]
+    write_report(_report(), tmp_path / "m", plot=False)
+    write_report(other, tmp_path / "n", plot=False)
+    jsons = [str(tmp_path / d / "report.json") for d in ("m", "n")]
+    assert main([*jsons, "--out", str(tmp_path / "all")]) == 0
+    merged = json.loads((tmp_path / "all" / "report.json").read_text())
+    assert sorted(r["model"] for r in merged["rows"]) == ["m", "n"] and "merged from 2 runs" in merged["notes"][-1]
+    assert main([jsons[0], jsons[0], "--out", str(tmp_path / "twice")]) == 1
+    with pytest.raises(SystemExit):
+        main(jsons)  # merging needs --out
+
+
 def test_variant_names_a_guard_kept_int8_bundle_by_its_target():
     towers = {"image": {"precision": "fp32"}, "text": {"precision": "int8"}}
     assert variant_of({"towers": towers, "quantization": {"target": "xnnpack", "method": "MinMax"}}) == "int8-xnnpack"
