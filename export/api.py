@@ -15,13 +15,13 @@ from edgeclip.bundle import sha256_file
 from export.bundle_writer import write_bundle
 from export.checkpoint import (CheckpointError, check_keys, choose_layout, read_checkpoint, resolve_checkpoint,
                                unwrap_state_dict)
+from export.models.demo import DEMO_WEIGHTS
 from export.onnx_export import (SOT, EOT, ExportError, Tower, check_graph, compare, convert_to_fp16, eot_pooling,
                                 export_tower, sample_inputs, use_tanh_gelu, validate)
 from export.reparam import executed_modules, reparameterize as reparameterize_in_place
 from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, ModelSpec, get_spec
 
 CheckpointArg = Union[None, str, Path, dict]
-DEMO_WEIGHTS = Path(__file__).resolve().parent / "weights" / "demo.safetensors"
 DEFAULT_OPSET = 17
 # opset 17 exports LayerNormalization, which NNAPI lacks; at 16 the exporter decomposes it into supported ops
 NNAPI_OPSET = 16
