@@ -181,6 +181,34 @@ def plot_points(rows: list[dict]) -> list[dict]:
     return points
 
 
+def _place_labels(fig, ax, points: list[dict], key: str, scale: float, with_model: bool) -> None:
+    """Label each point at the first offset (right of it, then above/below in steps) where the label overlaps
+    no label placed before and stays inside the axes; points are taken left to right."""
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    from matplotlib.transforms import Bbox
+
+    offsets = [(6, 4), (6, -12), (6, 14), (6, -22), (6, 24), (6, -32), (-6, 4), (6, 34), (6, -42)]
+    marker = 5 * fig.dpi / 72  # half a marker, in pixels: labels keep off the other points too
+    placed = [Bbox.from_extents(x - marker, y - marker, x + marker, y + marker)
+              for x, y in ax.transData.transform([(p["latency_ms"], p[key] * scale) for p in points])]
+    for p in points:
+        text = (f"{p['model'].removeprefix('mobileclip-')} " if with_model else "") + p["label"] + (
+            "" if p["provider"] in CPU_LIKE else f" ({_short(p['provider'])})")
+        for dx, dy in offsets:
+            ann = ax.annotate(text, (p["latency_ms"], p[key] * scale), textcoords="offset points", xytext=(dx, dy),
+                              fontsize=8, ha="left" if dx > 0 else "right")
+            box = ann.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            ann.remove()
+        else:  # no free spot: keep the first one rather than lose the label
+            placed.append(ax.annotate(text, (p["latency_ms"], p[key] * scale), textcoords="offset points",
+                                      xytext=offsets[0], fontsize=8).get_window_extent(renderer))
+
+
 def render_plot(report: dict, path: str) -> None:
     """Accuracy (top-1, when any row has it) and fidelity (image centered cosine vs fp32) against batch-1 latency."""
     import matplotlib
@@ -199,21 +227,17 @@ def render_plot(report: dict, path: str) -> None:
         panels.insert(0, ("top1", "zero-shot top-1 (%)", 100.0, "Accuracy vs latency"))
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5.5), squeeze=False)
     for ax, (key, ylabel, scale, title) in zip(axes[0], panels):
-        shown = [p for p in points if p.get(key) is not None]
-        for i, p in enumerate(sorted(shown, key=lambda p: p["latency_ms"])):
+        shown = sorted((p for p in points if p.get(key) is not None), key=lambda p: p["latency_ms"])
+        for p in shown:
             ax.scatter(p["latency_ms"], p[key] * scale, color=colors[p["model"]], marker=markers[p["label"]], s=70,
                        edgecolor="black", linewidth=0.5, zorder=3)
-            if len(shown) > 12:  # many models: colour (model) and marker (runner) say it, labels would overlap
-                continue
-            ax.annotate(f"{p['model'].removeprefix('mobileclip-')} {p['label']}"
-                        + ("" if p["provider"] in CPU_LIKE else f" ({_short(p['provider'])})"),
-                        (p["latency_ms"], p[key] * scale), textcoords="offset points", fontsize=8,
-                        xytext=(5, 5 if i % 2 == 0 else -13))  # alternate above/below so neighbours stay legible
         ax.set_xscale("log")
+        ax.margins(x=0.25, y=0.12)
+        if len(shown) <= 12:  # more: colour (model) and marker (runner) say it, labels would only overlap
+            _place_labels(fig, ax, shown, key, scale, with_model=len(models) > 1)
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.margins(x=0.25, y=0.12)
         ax.set_xlabel("latency, image + text towers, batch 1 (ms, log scale)")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
