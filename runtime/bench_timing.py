@@ -45,15 +45,23 @@ def summarize(samples_s: list[float]) -> dict:
 
 def time_calls(fn: Callable[[], object], plan: TimingPlan) -> list[float]:
     """Durations in seconds of back-to-back calls of `fn` after `plan.warmup` untimed ones (one process's share)."""
+    return time_rotation({"fn": fn}, plan)["fn"]
+
+
+def time_rotation(calls: Mapping[str, Callable[[], object]], plan: TimingPlan) -> dict[str, list[float]]:
+    """Like `time_calls` for several callables taking turns (a, b, c, a, b, c, ...), warm-up included, so
+    all of them run in the same warmed-up state of the process (allocator, caches, clock)."""
     for _ in range(plan.warmup):
-        fn()
-    times: list[float] = []
+        for fn in calls.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in calls}
     start = time.perf_counter()
-    while len(times) < plan.runs:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= plan.min_runs and time.perf_counter() - start > plan.budget_s:
+    for i in range(plan.runs):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        if i + 1 >= plan.min_runs and time.perf_counter() - start > plan.budget_s:
             break
     return times
 
