@@ -215,7 +215,7 @@ def render_plot(report: dict, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     points = plot_points(report["rows"])
     models = sorted({p["model"] for p in points})
@@ -235,8 +235,9 @@ def render_plot(report: dict, path: str) -> None:
         ax.margins(x=0.25, y=0.12)
         if len(shown) <= 12:  # more: colour (model) and marker (runner) say it, labels would only overlap
             _place_labels(fig, ax, shown, key, scale, with_model=len(models) > 1)
-        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        span = max((p["latency_ms"] for p in shown), default=1.0) / min((p["latency_ms"] for p in shown), default=1.0)
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if span < 100 else (1.0,)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.5, 2, 1000: no "0" for small ticks
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("latency, image + text towers, batch 1 (ms, log scale)")
         ax.set_ylabel(ylabel)
