@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Optional
 
 from benchmarks.reference import BENCH_MODELS, VARIANTS, build_bundle, demo_eval_folder, torch_runner
-from runtime.bench import BenchConfig, add_timing_arguments, log, run_bench, timing_plan
+from runtime.bench import BenchConfig, add_timing_arguments, log, run_bench, skipped_latency_row, timing_plan
 from runtime.bench_report import write_report
-from runtime.bench_runners import TOWERS, bundle_runners, label_for, provider_plan
+from runtime.bench_runners import TOWERS, bundle_runners, provider_plan
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,10 +69,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 runners += bundle_runners(build_bundle(model, variant), run, args.threads)
             except (ExportError, NotImplementedError) as exc:  # e.g. an fp16 graph that misses the parity bar
                 log(f"skipped: {model} {variant}: {exc}")
-                unbuilt += [{"kind": "latency", "model": model, "engine": "onnxruntime", "variant": variant,
-                             "provider": p, "label": label_for("onnxruntime", variant), "tower": t,
-                             "status": "skipped", "reason": f"bundle not built: {type(exc).__name__}: {exc}"[:500]}
-                            for p in run for t in args.towers]
+                why = f"bundle not built: {type(exc).__name__}: {exc}"[:500]
+                unbuilt += [skipped_latency_row(model, variant, p, t, why) for p in run for t in args.towers]
         if not args.no_torch:
             runners.append(torch_runner(model, threads=args.threads))
     config = BenchConfig(

@@ -11,8 +11,9 @@ import pytest
 
 from benchmarks.conftest import CONFIG, SAME_RUN
 from benchmarks.reference import BENCH_MODELS, VARIANTS, demo_eval_folder
-from runtime.bench import accuracy_rows, end_to_end_rows, make_test_jpeg, process_rows, run_bench
-from runtime.bench_runners import ALWAYS_ASKED, image_batch, label_for, provider_plan, token_batch
+from runtime.bench import (accuracy_rows, end_to_end_rows, make_test_jpeg, process_rows, run_bench,
+                           skipped_latency_row)
+from runtime.bench_runners import ALWAYS_ASKED, image_batch, provider_plan, token_batch
 from runtime.bench_timing import summarize
 
 pytestmark = pytest.mark.bench
@@ -48,9 +49,7 @@ def _provider_or_skip(collector, model: str, variant: str, provider: str, towers
     """Record the skipped row for a provider this build lacks (the report lists it), then skip the test."""
     reason = SKIPPED_PROVIDERS.get(provider)
     if reason:
-        collector.add([{"kind": "latency", "model": model, "engine": "onnxruntime", "variant": variant,
-                        "provider": provider, "label": label_for("onnxruntime", variant), "tower": t, "status": "skipped",
-                        "reason": reason} for t in towers], "pytest-benchmark")
+        collector.add([skipped_latency_row(model, variant, provider, t, reason) for t in towers], "pytest-benchmark")
         pytest.skip(f"{provider}: {reason}")
 
 

@@ -13,6 +13,7 @@ import onnxruntime as ort
 from runtime.bench_timing import alternate
 from runtime.bench_worker import run_child
 
+LATENCY_ROUNDS = 3  # fp32/int8 process pairs per latency ratio
 
 
 def make_session(path: str | os.PathLike, threads: int = 1) -> ort.InferenceSession:
@@ -55,7 +56,7 @@ def input_sensitivity(emb: np.ndarray) -> float:
 
 
 def latency_ratio(fp32_path: str | os.PathLike, int8_path: str | os.PathLike, feed: dict[str, np.ndarray],
-                  threads: int = 2, runs: int = 30, warmup: int = 5, rounds: int = 3) -> dict[str, float]:
+                  threads: int = 2, runs: int = 30, warmup: int = 5, rounds: int = LATENCY_ROUNDS) -> dict[str, float]:
     """Median latency of both graphs, each timed alone in a fresh process, fp32 and int8 processes alternating.
 
     One process per graph because ONNX Runtime's worker threads spin-wait after a run: with both sessions in

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from quantize.measure import LATENCY_ROUNDS
+
 # Issue 7's bars for an input-sensitive S0 checkpoint (the report says which of them hold).
 DEFAULT_BARS = {
     "image": {"mean_cos": 0.985, "centered_mean_cos": 0.90, "speedup": 1.2},
@@ -44,7 +46,7 @@ def render_markdown(report: dict) -> str:
                      f"{_f(lat.get('fp32_ms'), 1)} | {_f(lat.get('int8_ms'), 1)} | {_f(lat.get('speedup'), 2)} | "
                      f"{_f(lat1.get('speedup'), 2)} | {', '.join(t['bars']['binding']) or 'none'} |")
     lines += ["", "Latency: median of back-to-back runs, each graph alone in its own process, fp32 and int8 processes "
-              f"alternating 3 times; batch 1, {report.get('latency_threads', 2)} threads (the bar) and 1 thread, CPU EP. "
+              f"alternating {LATENCY_ROUNDS} times; batch 1, {report.get('latency_threads', 2)} threads (the bar) and 1 thread, CPU EP. "
               + (report.get("latency_note") or "")]
     ret = report.get("retrieval")
     if ret:

@@ -34,6 +34,7 @@ from runtime.bench_runners import (
     bundle_runners,
     failure_status,
     image_batch,
+    label_for,
     provider_plan,
     token_batch,
 )
@@ -94,6 +95,13 @@ def _timing_job(kind: str, plan: TimingPlan, **fields) -> dict:
     return {"kind": kind, "plan": asdict(plan), **fields}
 
 
+def _in_fresh_processes(jobs: dict, plan: TimingPlan, desc: str, progress: bool) -> dict:
+    """Every runtime.bench_worker job `plan.processes` times, alternating (runtime.bench_timing.alternate)."""
+    with _bar(len(jobs) * plan.processes, desc, progress) as bar:
+        return alternate(jobs, lambda job: run_child("runtime.bench_worker", [], job), plan.processes,
+                         on_done=lambda key: bar.update(1))
+
+
 def _merge(results: list[dict], pick: Callable[[dict], Optional[list[float]]]) -> tuple[list[float], Optional[str]]:
     """All rounds' samples of one measurement, or the first reason a round produced none."""
     samples, reason = [], None
@@ -116,9 +124,7 @@ def latency_rows(runners: list[Runner], config: BenchConfig, progress: bool = Tr
             raise ValueError(f"runner {r.label} [{r.model_id}] has no recipe, so it cannot be timed in its own process")
     jobs = {r.key: _timing_job("latency", config.plan, recipe=r.recipe,
                                towers={t: list(config.batches) for t in towers[r.key]}) for r in timed}
-    with _bar(len(jobs) * config.plan.processes, "latency", progress) as bar:
-        results = alternate(jobs, lambda job: run_child("runtime.bench_worker", [], job), config.plan.processes,
-                            on_done=lambda key: bar.update(1))
+    results = _in_fresh_processes(jobs, config.plan, "latency", progress)
     rows = []
     for r in timed:
         for tower in towers[r.key]:
@@ -162,19 +168,16 @@ def end_to_end_rows(runners: list[Runner], config: BenchConfig, jpeg: Path, prog
     targets = [r for r in runners if r.bundle and "image" in r.factories]
     jobs = {r.key: _timing_job("end_to_end", config.plan, bundle=r.bundle, provider=r.provider,
                                threads=config.threads, image=str(jpeg)) for r in targets}
-    with _bar(len(jobs) * config.plan.processes, "end-to-end", progress) as bar:
-        results = alternate(jobs, lambda job: run_child("runtime.bench_worker", [], job), config.plan.processes,
-                            on_done=lambda key: bar.update(1))
+    results = _in_fresh_processes(jobs, config.plan, "end-to-end", progress)
     rows = []
     for r in targets:
         res = results[r.key]
         refused = next((x for x in res if x.get("status") == "skipped"), None)
         samples, reason = _merge(res, lambda x: x.get("encode"))
         if refused or reason:
-            status = "skipped" if refused else "error"
-            log(f"{status}: end-to-end {r.label} [{r.model_id}] on {r.provider}: {(refused or {}).get('reason', reason)}")
-            rows.append({"kind": "end_to_end", **r.describe(), "status": status,
-                         "reason": (refused or {}).get("reason", reason)})
+            status, why = ("skipped", refused["reason"]) if refused else ("error", reason)
+            log(f"{status}: end-to-end {r.label} [{r.model_id}] on {r.provider}: {why}")
+            rows.append({"kind": "end_to_end", **r.describe(), "status": status, "reason": why})
             continue
         stats = summarize(samples)
         decode = summarize(_merge(res, lambda x: x.get("decode"))[0])
@@ -313,6 +316,14 @@ def _add_drops(rows: list[dict]) -> None:
         r["drop_reference"] = ref["label"]
 
 
+def skipped_latency_row(model: str, variant: str, provider: str, tower: str, reason: str,
+                        label: Optional[str] = None, bundle: Optional[str] = None) -> dict:
+    """The report row saying a (model, variant, provider, tower) was not measured, and why."""
+    return {"kind": "latency", "model": model, "engine": "onnxruntime", "variant": variant, "provider": provider,
+            "label": label or label_for("onnxruntime", variant), "bundle": bundle, "tower": tower,
+            "status": "skipped", "reason": reason}
+
+
 def provider_skip_rows(runners: list[Runner], skipped: dict[str, str], towers: Sequence[str]) -> list[dict]:
     """One skipped row per (model, variant, asked-for provider, tower) so the report says what is missing and why."""
     seen, rows = set(), []
@@ -324,9 +335,7 @@ def provider_skip_rows(runners: list[Runner], skipped: dict[str, str], towers: S
                 key = (r.model_id, r.variant, provider, tower)
                 if tower in r.factories and key not in seen:
                     seen.add(key)
-                    rows.append({"kind": "latency", "model": r.model_id, "engine": r.engine, "variant": r.variant,
-                                 "provider": provider, "label": r.label, "bundle": r.bundle, "tower": tower,
-                                 "status": "skipped", "reason": reason})
+                    rows.append(skipped_latency_row(r.model_id, r.variant, provider, tower, reason, r.label, r.bundle))
     return rows
 
 

@@ -184,10 +184,10 @@ def plot_points(rows: list[dict]) -> list[dict]:
 def _place_labels(fig, ax, points: list[dict], key: str, scale: float, with_model: bool) -> None:
     """Label each point at the first offset (right of it, then above/below in steps) where the label overlaps
     no label placed before and stays inside the axes; points are taken left to right."""
-    renderer = fig.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
     from matplotlib.transforms import Bbox
 
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
     offsets = [(6, 4), (6, -12), (6, 14), (6, -22), (6, 24), (6, -32), (-6, 4), (6, 34), (6, -42)]
     marker = 5 * fig.dpi / 72  # half a marker, in pixels: labels keep off the other points too
     placed = [Bbox.from_extents(x - marker, y - marker, x + marker, y + marker)
@@ -195,18 +195,16 @@ def _place_labels(fig, ax, points: list[dict], key: str, scale: float, with_mode
     for p in points:
         text = (f"{p['model'].removeprefix('mobileclip-')} " if with_model else "") + p["label"] + (
             "" if p["provider"] in CPU_LIKE else f" ({_short(p['provider'])})")
-        for dx, dy in offsets:
+        # The first offset comes again last: with no free spot, keep it rather than lose the label.
+        for i, (dx, dy) in enumerate(offsets + offsets[:1]):
             ann = ax.annotate(text, (p["latency_ms"], p[key] * scale), textcoords="offset points", xytext=(dx, dy),
                               fontsize=8, ha="left" if dx > 0 else "right")
             box = ann.get_window_extent(renderer)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-            if inside and not any(box.overlaps(other) for other in placed):
+            if i == len(offsets) or (inside and not any(box.overlaps(other) for other in placed)):
                 placed.append(box)
                 break
             ann.remove()
-        else:  # no free spot: keep the first one rather than lose the label
-            placed.append(ax.annotate(text, (p["latency_ms"], p[key] * scale), textcoords="offset points",
-                                      xytext=offsets[0], fontsize=8).get_window_extent(renderer))
 
 
 def render_plot(report: dict, path: str) -> None:

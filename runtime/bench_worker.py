@@ -44,10 +44,11 @@ def _latency(job: dict, plan: TimingPlan) -> dict:
     for tower, batches in job["towers"].items():
         try:
             fn = runner.tower(tower)
+            make = (lambda b: image_batch(runner.image_size, b)) if tower == "image" else \
+                (lambda b: token_batch(runner.context_length, b))
             samples = {}
             for batch in batches:
-                size = runner.image_size if tower == "image" else runner.context_length
-                x = image_batch(size, batch) if tower == "image" else token_batch(size, batch)
+                x = make(batch)
                 samples[str(batch)] = time_calls(lambda: fn(x), plan)
             out[tower] = {"status": "ok", "samples": samples}
         except Exception as exc:  # a provider refusing the graph or failing at run time is a result
