@@ -1,4 +1,4 @@
-"""Readers for ../shared/reference fixtures: the weight rule, the test images and the parity checks.
+"""Readers for the reference fixtures in tests/reference: the weight rule, the test images and the parity checks.
 
 Shared by every test that compares against the reference implementations (see that folder's README).
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "reference"
+REFERENCE_DIR = Path(__file__).resolve().parent / "reference"
 
 # fixture file stem -> (canonical model id, checkpoint layout)
 FIXTURES = {

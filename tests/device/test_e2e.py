@@ -17,7 +17,7 @@ from edgeclip.preprocess import preprocess_image  # noqa: E402
 from export.e2e import tokenize_one_by_one, add_e2e, e2e_session, e2e_session_ids, image_preprocess, main, measure  # noqa: E402
 from tests.toy_bundle import write_toy_bundle  # noqa: E402
 
-GOLDEN = Path(__file__).resolve().parents[3] / "shared" / "reference" / "tokenizer_golden.json"
+GOLDEN = Path(__file__).resolve().parents[1] / "reference" / "tokenizer_golden.json"
 
 
 @pytest.fixture(scope="module")
