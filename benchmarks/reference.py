@@ -96,7 +96,7 @@ def dynamic_bundle(fp32_dir: Path, out_dir: Path) -> Path:
     from onnxruntime.quantization import quantize_dynamic
 
     from edgeclip.bundle import load_bundle
-    from export.bundle_writer import write_bundle
+    from edgeclip.bundle.write import write_bundle
 
     src = load_bundle(fp32_dir, verify=True)
     manifest = copy.deepcopy(src.manifest)

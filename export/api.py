@@ -12,7 +12,7 @@ from torch import nn
 
 import edgeclip
 from edgeclip.bundle import sha256_file
-from export.bundle_writer import write_bundle
+from edgeclip.bundle.write import write_bundle
 from export.checkpoint import (CheckpointError, check_keys, choose_layout, read_checkpoint, resolve_checkpoint,
                                unwrap_state_dict)
 from export.models.demo import DEMO_WEIGHTS

@@ -22,7 +22,7 @@ import numpy as np
 
 from edgeclip.bundle import load_bundle
 from edgeclip.errors import EdgeclipError
-from runtime.bundle_update import install_file, read_manifest, write_manifest
+from edgeclip.bundle.write import install_file, read_manifest, write_manifest
 
 CONTRIB = "ai.onnx.contrib"          # CLIPTokenizer
 EXTENSIONS = "com.microsoft.extensions"  # DecodeImage

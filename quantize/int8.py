@@ -330,7 +330,7 @@ def _readiness(final: dict) -> dict | None:
 
 
 def _write(out_dir: Path, manifest: dict, files: dict) -> Path:
-    from export.bundle_writer import write_bundle  # torch-free module
+    from edgeclip.bundle.write import write_bundle
 
     return write_bundle(out_dir, manifest, files)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from edgeclip.bundle import load_bundle, sha256_file
 from edgeclip.errors import EdgeclipError
-from runtime.bundle_update import install_file, read_manifest, write_manifest
+from edgeclip.bundle.write import install_file, read_manifest, write_manifest
 from runtime.ort_tools import import_ort_tool
 
 STYLES = {"fixed": "Fixed", "runtime": "Runtime"}

@@ -2,7 +2,7 @@
 
 `write_toy_bundle` reads every tower's manifest entry off its ONNX graph (input/output names, shapes, dtypes,
 opset, fixed or dynamic batch), adds the tokenizer with a text tower and writes the bundle with the project's
-own atomic writer (export.bundle_writer, torch-free), which fills the sha256s and verifies with load_bundle.
+own atomic writer (edgeclip.bundle.write, torch-free), which fills the sha256s and verifies with load_bundle.
 Import it as `tests.toy_bundle` (pyproject puts the repo root on sys.path).
 """
 from __future__ import annotations
@@ -71,7 +71,7 @@ def write_toy_bundle(
     tokenizer.json (edgeclip's own unless `tokenizer_json`) with the context length of its input.
     """
     from edgeclip.tokenizer import tokenizer_json_path
-    from export.bundle_writer import write_bundle
+    from edgeclip.bundle.write import write_bundle
 
     manifest: dict = {"model_id": model_id, "created_by": "tests/toy_bundle.py", "source_checkpoint": None,
                       "embed_dim": embed_dim, "towers": {}, "preprocess": preprocess, "tokenizer": None,

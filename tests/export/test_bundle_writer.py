@@ -7,7 +7,7 @@ import pytest
 
 from edgeclip.bundle import load_bundle, sha256_file
 from edgeclip.errors import BundleError
-from export.bundle_writer import write_bundle
+from edgeclip.bundle.write import write_bundle
 
 
 def _manifest() -> dict:
@@ -60,7 +60,7 @@ def test_torch_free_modules():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    code = ("import sys, export, export.bundle_writer, export.registry, export.cli\n"
+    code = ("import sys, export, export.registry, export.cli\n"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'timm', 'open_clip')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

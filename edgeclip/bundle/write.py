@@ -1,6 +1,8 @@
-"""Atomic bundle writing (torch-free; used by export and quantize): stage, hash, write manifest, rename.
+"""Write and amend bundles (torch-free; used by export, quantize and runtime tools).
 
-A failure at any point removes the staging directory, so a bundle either appears complete or not at all.
+write_bundle stages, hashes, writes the manifest, verifies and renames: a failure at any point removes the
+staging directory, so a bundle either appears complete or not at all. install_file/write_manifest add derived
+files (ORT-format graphs, e2e graphs, operator configs) to an existing bundle atomically.
 """
 from __future__ import annotations
 
@@ -12,8 +14,9 @@ import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Mapping, Union
 
-from edgeclip.bundle import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, load_bundle, sha256_file
+from edgeclip.bundle.read import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, load_bundle, sha256_file
 from edgeclip.errors import BundleError
+from edgeclip.files import atomic_path
 
 PathLike = Union[str, Path]
 
@@ -89,3 +92,22 @@ def write_bundle(out_dir: PathLike, manifest: dict, files: Mapping[str, PathLike
         shutil.rmtree(stage, ignore_errors=True)
         raise
     return out_dir
+
+
+def install_file(src: Path, root: Path, name: str) -> str:
+    """Move ``src`` to ``root/name`` with ``os.replace`` (same filesystem); return its sha256."""
+    digest = sha256_file(src)
+    os.replace(src, root / name)
+    return digest
+
+
+def write_manifest(root: Path, manifest: dict) -> None:
+    """Rewrite ``root/manifest.json`` atomically (temp file in the bundle, then rename)."""
+    path = root / MANIFEST_NAME
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def read_manifest(root: Path) -> dict:
+    """The raw manifest dict (call after ``load_bundle`` has validated and verified the bundle)."""
+    return json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
