@@ -100,7 +100,7 @@ def run(out: Path, targets: Sequence[str], samples: int, threads: int, repeats: 
     """Export, quantize and measure; returns the report dictionary."""
     from edgeclip import Encoder
     from export.api import export_bundle
-    from quantize.int8 import quantize_bundle
+    from quantize.quantizer import quantize_bundle
     from quantize.search import Goals
     from quantize.synthetic import ensure_dataset, load_zero_shot
 

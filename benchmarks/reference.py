@@ -83,7 +83,7 @@ def build_bundle(model_id: str, variant: str, cache: Optional[Path] = None) -> P
     fp32 = build_bundle(model_id, "fp32-nnapi" if variant == "int8-nnapi" else "fp32", cache)
     if variant == "int8-dynamic":
         return dynamic_bundle(fp32, out)
-    from quantize.int8 import quantize_bundle
+    from quantize.quantizer import quantize_bundle
     from quantize.synthetic import ensure_dataset, split_shards
 
     # Calibration: the synthetic reinforced-format shards (no download); the quantizer's defaults otherwise.
