@@ -111,6 +111,16 @@ def render_markdown(report: dict) -> str:
             [[r["model"], r["label"], _short(r["provider"]), r["tower"], r["batch"], r["median_ms"], r.get("p90_ms"),
               r.get("per_item_ms", r["median_ms"] / r["batch"]), r.get("n")] for r in ok],
         )
+    coverage = [r for r in rows if r["kind"] == "coverage" and r.get("status") == "ok"]
+    if coverage:
+        md += ["## Provider coverage (static analysis of the graphs, whether or not the provider is in this build)", ""]
+        md += _table(
+            ["model", "runner", "tower", "provider", "partitions", "multiply-accumulates on provider", "hand-overs",
+             "layout changes"],
+            [[r["model"], r["label"], r["tower"], _short(r["provider"]), r["partitions"],
+              f"{100 * r['mac_share']:.1f} %" if r.get("mac_share") is not None else "–", r["handovers"],
+              r["layout_changes"] if r.get("layout_changes") is not None else "–"] for r in coverage],
+        )
     e2e = [r for r in rows if r["kind"] == "end_to_end" and r.get("status") == "ok"]
     if e2e:
         md += ["## End to end: JPEG file → normalized embedding (batch 1)", ""]

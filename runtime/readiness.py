@@ -16,6 +16,7 @@ from typing import Any
 from edgeclip.bundle import load_bundle
 from edgeclip.errors import EdgeclipError
 from runtime.ort_tools import import_ort_tool
+from runtime.partitions import split_stats
 from runtime.xnnpack_rules import xnnpack_coverage
 
 
@@ -58,8 +59,12 @@ def nnapi_report(onnx_path: str | Path, optimize: bool = True) -> dict[str, Any]
     execution providers; ``optimize=False`` analyses the file as written.
     """
     model = optimized_with_shapes(onnx_path, optimize)
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f"_node{i}"  # partition stats key nodes by name
     checker = import_ort_tool("mobile_helpers.usability_checker")
     info = checker.check_nnapi_partitions(model, require_fixed_input_sizes=True)
+    covered = {node.name for group in info.supported_groups for node in group}
+    stats = split_stats(model, covered, layout_sensitive=False)
     ops = info.supported_ops_checker
     unsupported = Counter(
         node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}:{node.op_type}"
@@ -69,6 +74,10 @@ def nnapi_report(onnx_path: str | Path, optimize: bool = True) -> dict[str, Any]
     return {
         "partitions": int(info.num_partitions),
         "nodes_covered": int(info.num_supported_nodes),
+        "handovers": stats["handovers"],
+        "macs_total": stats["macs_total"],
+        "macs_on_provider": stats["macs_on_provider"],
+        "mac_share": stats["mac_share"],
         "nodes_total": int(info.num_nodes),
         "unsupported_ops": dict(sorted(unsupported.items())),
         "partition_sizes": [len(group) for group in info.supported_groups],
@@ -78,9 +87,19 @@ def nnapi_report(onnx_path: str | Path, optimize: bool = True) -> dict[str, Any]
     }
 
 
-def _xnnpack_report(onnx_path: str | Path) -> dict[str, Any]:
+def xnnpack_report(onnx_path: str | Path) -> dict[str, Any]:
     """XNNPACK node coverage of one graph, judged on the same BASIC-optimized graph ORT partitions."""
     return xnnpack_coverage(optimized_with_shapes(onnx_path))
+
+
+NNAPI_SUMMARY = ("partitions", "nodes_covered", "nodes_total", "mac_share", "handovers")
+XNNPACK_SUMMARY = ("partitions", "nodes_taken", "nodes_total", "mac_share", "handovers", "layout_changes")
+
+
+def tower_summary(onnx_path: str | Path) -> dict[str, Any]:
+    """The manifest's readiness block for one graph: per provider, partitions, node and multiply-accumulate share."""
+    nnapi, xnnpack = nnapi_report(onnx_path), xnnpack_report(onnx_path)
+    return {"nnapi": {k: nnapi[k] for k in NNAPI_SUMMARY}, "xnnpack": {k: xnnpack[k] for k in XNNPACK_SUMMARY}}
 
 
 def _advice(tower: dict[str, Any], nnapi: dict[str, Any], xnnpack: dict[str, Any], target: str | None) -> list[str]:
@@ -120,7 +139,7 @@ def readiness_report(bundle_dir: str | Path) -> dict[str, Any]:
     for name, tower in bundle.towers.items():
         path = bundle.tower_path(name)
         nnapi = nnapi_report(path)
-        xnnpack = _xnnpack_report(path)
+        xnnpack = xnnpack_report(path)
         towers[name] = {
             "file": tower["file"],
             "precision": tower.get("precision", "fp32"),
@@ -143,6 +162,11 @@ def _pct(part: int, total: int) -> str:
     return f"{100.0 * part / total:.1f}%" if total else "n/a"
 
 
+def _share(provider: dict[str, Any]) -> str:
+    share = provider.get("mac_share")
+    return "n/a" if share is None else f"{100.0 * share:.1f}%"
+
+
 def format_readiness(report: dict[str, Any]) -> str:
     """Human-readable text of a readiness_report."""
     lines = [
@@ -157,6 +181,7 @@ def format_readiness(report: dict[str, Any]) -> str:
             f"({_pct(n['nodes_covered'], n['nodes_total'])}); sizes {n['partition_sizes'][:8]}"
             f"{' ...' if len(n['partition_sizes']) > 8 else ''}; verdict {n['suitability']}"
         )
+        lines.append(f"           {_share(n)} of multiply-accumulates; {n['handovers']} hand-over(s) to/from the CPU EP")
         if n["unsupported_ops"]:
             lines.append("           unsupported: " + ", ".join(f"{k} x{v}" for k, v in n["unsupported_ops"].items()))
         if n["dynamic_shape_nodes"]:
@@ -164,6 +189,10 @@ def format_readiness(report: dict[str, Any]) -> str:
         lines.append(
             f"  XNNPACK: {x['nodes_taken']}/{x['nodes_total']} nodes ({_pct(x['nodes_taken'], x['nodes_total'])}) "
             f"taken: " + (", ".join(f"{k} x{v}" for k, v in x["taken_ops"].items()) or "none")
+        )
+        lines.append(
+            f"           {x['partitions']} partition(s), {_share(x)} of multiply-accumulates; "
+            f"{x['handovers']} hand-over(s) to/from the CPU EP, {x['layout_changes']} with an NHWC/NCHW layout change"
         )
         for reason, count in list(x["rejected"].items())[:6]:
             lines.append(f"           not taken: {reason} (x{count})")

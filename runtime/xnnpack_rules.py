@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.partitions import split_stats
+
 RULES_SOURCE = "onnxruntime/core/providers/xnnpack (node_support_checker.cc, conv_base.cc, matmul.cc, gemm.cc, softmax.cc, detail/utils.cc), ORT 1.17+"
 QDQ_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Softmax", "Resize"}
 FP32_OPS = QDQ_OPS | {"MatMul", "Gemm"}
@@ -219,5 +221,6 @@ def xnnpack_coverage(model: Any) -> dict[str, Any]:
         "taken_ops": dict(sorted(Counter(n.op_type for n in nodes if n.name in taken).items())),
         "cpu_ops": dict(sorted(Counter(n.op_type for n in nodes if n.name not in taken).items())),
         "rejected": dict(reasons.most_common()),
+        **split_stats(g.model, taken, layout_sensitive=True),
         "rules": RULES_SOURCE,
     }
