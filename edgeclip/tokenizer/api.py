@@ -58,17 +58,17 @@ class ClipTokenizer:
 
 
 def load_tokenizer(path: Optional[Union[str, Path]] = None, context_length: int = CONTEXT_LENGTH,
-                   backend: str = "auto", *, use_regex: bool = True) -> ClipTokenizer:
+                   backend: str = "auto") -> ClipTokenizer:
     """Load a CLIP tokenizer.json (default: the one shipped with edgeclip).
 
     backend: "hf" (needs the `tokenizers` package), "python" (pure Python), or "auto" (hf when importable).
-    use_regex=False splits text with the stdlib `re` twin of OpenCLIP's pattern even if `regex` is installed.
+    Both give the same ids for every text (see `edgeclip.tokenizer.pretokenize` for what that rests on).
     """
     if backend not in BACKENDS:
         raise TokenizerError(f"unknown tokenizer backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     context_length = _check_context_length(context_length)
     spec = read_tokenizer_json(tokenizer_json_path() if path is None else path)
-    pattern = compile_pattern(spec.specials, use_regex=use_regex)
+    pattern = compile_pattern(spec.specials)
     have_hf = _tokenizers_available()
     if backend == "hf" and not have_hf:
         raise TokenizerError("backend='hf' needs the `tokenizers` package (pip install tokenizers); "

@@ -2,14 +2,15 @@
 
 Both take texts already cleaned (`edgeclip.tokenizer.clean`) and return, per text, at least the first `budget`
 token ids (without start/end tokens). Special-token literals count only where OpenCLIP's regex finds them;
-`pattern` is that regex (`edgeclip.tokenizer.pretokenize.compile_pattern`).
+`pattern` is that regex as edgeclip spells it (`edgeclip.tokenizer.pretokenize.compile_pattern`).
 """
 from __future__ import annotations
 
 import json
+from typing import Pattern
 
 from edgeclip.tokenizer.bpe import BytePairEncoder
-from edgeclip.tokenizer.pretokenize import Splitter, explicit_pattern, first_pretokens, split_specials
+from edgeclip.tokenizer.pretokenize import explicit_pattern, first_pretokens, split_specials
 from edgeclip.tokenizer.tokenizer_file import TokenizerSpec
 
 
@@ -18,7 +19,7 @@ class PythonBackend:
 
     name = "python"
 
-    def __init__(self, spec: TokenizerSpec, pattern: Splitter):
+    def __init__(self, spec: TokenizerSpec, pattern: Pattern):
         self._pattern = pattern
         self._special_ids = {name: spec.vocab[name] for name in spec.specials}
         self._bpe = BytePairEncoder(spec.vocab, spec.merges, spec.document["model"]["end_of_word_suffix"])
@@ -51,7 +52,7 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, spec: TokenizerSpec, pattern: Splitter):
+    def __init__(self, spec: TokenizerSpec, pattern: Pattern):
         from tokenizers import Tokenizer
 
         split = {"type": "Split", "pattern": {"Regex": explicit_pattern(spec.specials, "onig")},

@@ -1,9 +1,10 @@
 r"""Build edgeclip's tokenizer data: the HF-format CLIP tokenizer.json and the letter/number class table.
 
 tokenizer.json comes from OpenAI CLIP's BPE merge list (`bpe_simple_vocab_16e6.txt.gz`); the class table
-records which code points the `regex` package (what OpenCLIP uses) calls \p{L} and \p{N}, so the
-stdlib-`re` fallback splits text exactly like OpenCLIP. Run by maintainers to refresh `edgeclip/data/`:
-`python -m edgeclip.tokenizer.build --out edgeclip/data`
+records which code points the `regex` package (what OpenCLIP uses) calls \p{L} and \p{N}, and in which
+Unicode version, so both backends split text the same way whatever `regex` or Oniguruma is installed.
+Run by maintainers to refresh `edgeclip/data/`: `python -m edgeclip.tokenizer.build --out edgeclip/data`;
+`--check` says whether the installed `regex` (a newer Unicode version) would classify any code point differently.
 """
 from __future__ import annotations
 
@@ -11,15 +12,16 @@ import argparse
 import gzip
 import importlib.util
 import json
-import os
+import re
 import string
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
+from edgeclip.files import atomic_path
 from edgeclip.tokenizer.byte_alphabet import base_alphabet
 from edgeclip.tokenizer.constants import EOT_TOKEN, EOW, N_MERGES, SOT_TOKEN, split_pattern
+from edgeclip.tokenizer.pretokenize import shipped_classes
 
 SOURCE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 TOKENIZER_NAME = "clip_tokenizer.json"
@@ -95,23 +97,59 @@ def build_tokenizer_json(source: Path) -> dict:
 def build_unicode_classes() -> dict:
     """What each part of OpenCLIP's case-insensitive pattern matches, per code point, in the installed `regex`.
 
-    letters / numbers / other: ranges of [\\p{L}], [\\p{N}] and [^\\s\\p{L}\\p{N}] under IGNORECASE (the last
-    one leaves out e.g. U+0345, which folds to a letter, so OpenCLIP drops it); case_variants: what each
-    ASCII letter of a literal (contraction or special token) matches.
+    source / unicode_version: the `regex` release and the Unicode version it implements; assigned: code
+    scalar values that Unicode version assigns (General_Category other than Cn); letters / numbers / other: ranges of
+    [\\p{L}], [\\p{N}] and [^\\s\\p{L}\\p{N}] under IGNORECASE (the last one leaves out e.g. U+0345,
+    which folds to a letter, so OpenCLIP drops it); case_variants: what each ASCII letter of a literal
+    (contraction or special token) matches.
     """
     import regex
 
     text = "".join(chr(cp) for cp in range(0x110000) if not 0xD800 <= cp < 0xE000)  # every scalar value, once
 
-    def matching(pattern: str) -> list[int]:
-        found = (m.start() for m in regex.finditer(pattern, text, regex.IGNORECASE))
+    def matching(pattern: str, flags: int = regex.IGNORECASE) -> list[int]:
+        found = (m.start() for m in regex.finditer(pattern, text, flags))
         return [i if i < 0xD800 else i + 0x800 for i in found]  # string index -> code point (no surrogates)
 
-    doc: dict = {"source": f"regex {regex.__version__}"}
+    doc: dict = {"source": f"regex {regex.__version__}", "unicode_version": regex_unicode_version()}
+    unassigned = set(matching(r"\p{Cn}", 0)) | set(range(0xD800, 0xE000))
+    doc["assigned"] = _to_ranges([cp for cp in range(0x110000) if cp not in unassigned])
     for name, body in {"letters": r"[\p{L}]", "numbers": r"[\p{N}]", "other": r"[^\s\p{L}\p{N}]"}.items():
         doc[name] = _to_ranges(matching(body))
-    doc["case_variants"] = {ch: matching(ch) for ch in string.ascii_lowercase}
+    folding = matching("[a-z]")  # every code point that matches some ASCII letter case-insensitively
+    doc["case_variants"] = {
+        ch: [cp for cp in folding if regex.fullmatch(ch, chr(cp), regex.IGNORECASE)] for ch in string.ascii_lowercase
+    }
     return doc
+
+
+def regex_unicode_version() -> str:
+    """The Unicode version the installed `regex` implements, as its package description states ("unknown" if not)."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        meta = metadata("regex")
+    except PackageNotFoundError:
+        return "unknown"
+    description = f"{meta.get('Description') or ''}\n{meta.get_payload() or ''}"  # older / newer metadata layouts
+    found = re.search(r"supports Unicode (\d+(?:\.\d+)*)", description)
+    return found.group(1) if found else "unknown"
+
+
+def differing_code_points(shipped: dict, fresh: dict) -> list[int]:
+    """Code points that two class tables treat differently: assigned or not, class, or case variant of a letter."""
+    def members(table: dict) -> dict[str, set[int]]:
+        sets = {name: _from_ranges(table[name]) for name in ("assigned", "letters", "numbers", "other")}
+        sets.update({f"case {ch}": set(cps) for ch, cps in table["case_variants"].items()})
+        return sets
+
+    a, b = members(shipped), members(fresh)
+    return sorted(set().union(*(a[key] ^ b.get(key, set()) for key in a)))
+
+
+def _from_ranges(runs: list[list[int]]) -> set[int]:
+    """Inclusive [first, last] runs -> the set of code points."""
+    return {cp for first, last in runs for cp in range(first, last + 1)}
 
 
 def _to_ranges(points: list[int]) -> list[list[int]]:
@@ -126,19 +164,33 @@ def _to_ranges(points: list[int]) -> list[list[int]]:
 
 
 def write_json(doc: dict, out: Path) -> Path:
-    """Write `doc` as compact UTF-8 JSON, atomically (temp file in the same folder, then rename)."""
-    data = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """Write `doc` as compact UTF-8 JSON, atomically, readable by everyone like any installed package file."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)  # package data: readable by everyone, like any installed file
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out, mode=0o644) as tmp:
+        tmp.write_text(json.dumps(doc, ensure_ascii=False, separators=(",", ":")), encoding="utf-8")
     return out
+
+
+def describe_drift(shipped: dict, fresh: dict, limit: int = 8) -> str:
+    """One line naming both sources and Unicode versions and the code points they treat differently."""
+    points = differing_code_points(shipped, fresh)
+    versions = (f"shipped table: {shipped['source']} (Unicode {shipped.get('unicode_version', 'unknown')}); "
+                f"installed: {fresh['source']} (Unicode {fresh.get('unicode_version', 'unknown')})")
+    if not points:
+        return f"{versions}: same classes for every code point"
+    old, new = _from_ranges(shipped["assigned"]), _from_ranges(fresh["assigned"])
+    groups = {
+        "assigned only in the installed version": [cp for cp in points if cp in new and cp not in old],
+        "assigned only in the shipped table's version": [cp for cp in points if cp in old and cp not in new],
+        "assigned in both but classified differently": [cp for cp in points if cp in old and cp in new],
+    }
+    parts = [f"{len(cps)} {what} ({_names(cps, limit)})" for what, cps in groups.items() if cps]
+    return f"{versions}: {len(points)} code points differ: " + "; ".join(parts)
+
+
+def _names(points: list[int], limit: int) -> str:
+    """'U+0558, U+058B, ...' for the first `limit` code points."""
+    return ", ".join(f"U+{cp:04X}" for cp in points[:limit]) + (", ..." if len(points) > limit else "")
 
 
 def default_source() -> Optional[Path]:
@@ -157,9 +209,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     parser.add_argument("--source", type=Path, default=None,
                         help=f"path to {SOURCE_NAME} (default: the copy inside an installed open_clip_torch)")
-    parser.add_argument("--out", type=Path, required=True,
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--out", type=Path,
                         help=f"output folder; receives {TOKENIZER_NAME} and {CLASSES_NAME} (needs the `regex` package)")
+    action.add_argument("--check", action="store_true",
+                        help=f"compare the shipped {CLASSES_NAME} with the installed `regex`; exit 1 if they differ")
     args = parser.parse_args(argv)
+    if args.check:
+        return check_classes()
     source = args.source or default_source()
     if source is None:
         parser.error(f"no --source given and open_clip_torch is not installed to provide {SOURCE_NAME}")
@@ -170,6 +227,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def check_classes() -> int:
+    """Print how the shipped class table and the installed `regex` differ; 0 if they agree, 1 if not, 2 without `regex`."""
+    try:
+        fresh = build_unicode_classes()
+    except ImportError:
+        print("error: --check needs the `regex` package (pip install regex)", file=sys.stderr)
+        return 2
+    shipped = shipped_classes()
+    print(describe_drift(shipped, fresh))
+    return 1 if differing_code_points(shipped, fresh) else 0
 
 
 if __name__ == "__main__":

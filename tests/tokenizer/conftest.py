@@ -6,10 +6,11 @@ import json
 import pytest
 
 from edgeclip.tokenizer import load_tokenizer
+from edgeclip.tokenizer.build import build_unicode_classes
 from tests.reference_fixtures import REFERENCE_DIR
 
-# (backend, use_regex): HF tokenizers; pure Python with the `regex` package; pure Python with stdlib `re` only.
-VARIANTS = {"hf": ("hf", True), "python": ("python", True), "python-stdlib-re": ("python", False)}
+# The two backends: HF `tokenizers` (Rust) and pure Python (stdlib `re`); both split with the shipped class table.
+VARIANTS = ("hf", "python")
 
 
 @pytest.fixture(scope="session")
@@ -20,12 +21,19 @@ def golden() -> list[dict]:
 
 @pytest.fixture(scope="session")
 def tokenizers_by_variant() -> dict:
-    """One loaded tokenizer per variant (loading parses the 1.5 MB tokenizer.json, so do it once)."""
+    """One loaded tokenizer per backend (loading parses the 1.5 MB tokenizer.json, so do it once)."""
     pytest.importorskip("tokenizers", reason="the HF backend needs the `tokenizers` package")
-    return {name: load_tokenizer(backend=b, use_regex=r) for name, (b, r) in VARIANTS.items()}
+    return {name: load_tokenizer(backend=name) for name in VARIANTS}
 
 
-@pytest.fixture(params=list(VARIANTS))
+@pytest.fixture(scope="session")
+def installed_classes() -> dict:
+    """The class table as the installed `regex` (what OpenCLIP splits with) would build it today (a few seconds)."""
+    pytest.importorskip("regex", reason="the `regex` package (OpenCLIP's pattern engine) is not installed")
+    return build_unicode_classes()
+
+
+@pytest.fixture(params=VARIANTS)
 def tok(request, tokenizers_by_variant):
     """Each backend variant in turn."""
     return tokenizers_by_variant[request.param]
