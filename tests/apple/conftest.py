@@ -1,4 +1,4 @@
-"""Shared setup for the Apple-layout model tests: torch on two threads (the machine is shared)."""
+"""Common setup for the Apple-layout model tests: torch on two threads (other jobs run on the same machine)."""
 from __future__ import annotations
 
 import pytest

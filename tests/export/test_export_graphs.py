@@ -35,7 +35,7 @@ def _export(model, x, path, dynamic=True):
 
 def test_full_size_avg_pool_exports_with_dynamic_batch(tmp_path):
     model = AppleStyleSE().eval()
-    with pytest.raises(Exception):  # the TorchScript exporter's known failure (design.md)
+    with pytest.raises(Exception):  # TorchScript cannot export a pool whose kernel is the traced size
         _export(model, torch.randn(2, 8, 16, 16), tmp_path / "raw.onnx")
     with full_avg_pool_as_mean():
         _export(model, torch.randn(2, 8, 16, 16), tmp_path / "se.onnx")
