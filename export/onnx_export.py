@@ -1,8 +1,8 @@
 """One ONNX graph per tower (TorchScript exporter), GELU/pooling rewrites for mobile targets, fp16, validation.
 
 The TorchScript exporter is used on purpose: it emits the requested opset natively and is ~10x faster than
-the torch.export-based one on these models; its known MobileCLIP pitfall (full-size avg-pool with a dynamic
-batch, see design.md) is rewritten as a mean below.
+the torch.export-based one on these models; its known MobileCLIP pitfall (an avg-pool whose kernel is the whole
+map fails to export with a dynamic batch) is rewritten as a mean below.
 """
 from __future__ import annotations
 

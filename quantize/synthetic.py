@@ -35,7 +35,7 @@ POSITION_PHRASES = {"left": "on the left", "right": "on the right", "top": "at t
                     "bottom": "at the bottom", "middle": "in the middle"}
 BACKGROUNDS = ("plain", "stripes", "checker", "gradient", "noise")
 OUTLINE_WIDTH = 2  # px of dark outline inside each object's edge, the same for every colour
-# The RandAugment op list of DataCompDR, in its index order (design.md).
+# The RandAugment op list of DataCompDR, in the index order its stored augmentation parameters use.
 RANDAUG_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
                "Contrast", "Sharpness", "Posterize", "Solarize", "AutoContrast", "Equalize")
 # Ops the generator stores: colour-changing ops (Color, Posterize, Solarize, Equalize) would change the

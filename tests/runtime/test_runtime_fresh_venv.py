@@ -1,4 +1,4 @@
-"""Done-when 1: `pip install .` (no extras) in a fresh venv, then embedding an image and a text loads no torch/timm/open_clip."""
+"""`pip install .` (no extras) in a fresh venv, then embedding an image and a text loads no torch/timm/open_clip."""
 from __future__ import annotations
 
 import json

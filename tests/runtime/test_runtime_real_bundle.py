@@ -22,7 +22,7 @@ TEXTS = ["a photo of a red circle", "a blue square on a white background", "", "
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     """(torch model, dynamic bundle, fixed batch-2 bundle) of the demo model with its shipped weights."""
-    api = pytest.importorskip("export.api", reason="export.api (EXPORT team) is not available")
+    api = pytest.importorskip("export.api", reason="the export side (torch, timm, open_clip: pip install -e '.[export]') is not installed")
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("real")
     dynamic = api.export_bundle("demo", root / "dynamic")

@@ -28,7 +28,7 @@ def s0(tmp_path_factory):
     """(fixture, state_dict, bundle dir) of S0 filled by the reference weight rule."""
     if not (REFERENCE_DIR / f"{STEM}.json").exists():
         pytest.skip(f"reference fixture {STEM}.json not found in {REFERENCE_DIR}")
-    api = pytest.importorskip("export.api", reason="export.api (EXPORT team) is not available")
+    api = pytest.importorskip("export.api", reason="the export side (torch, timm, open_clip: pip install -e '.[export]') is not installed")
     torch.set_num_threads(1)
     fx = load_fixture(STEM)
     sd = fixture_state_dict(fx)

@@ -8,7 +8,7 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 CACHE="$(realpath -m "${1:-$REPO/.cache/aarch64}")"
-ORT_SPEC="${EDGECLIP_AARCH64_ORT:-onnxruntime<1.28}"   # 1.28+ segfaults at import under qemu 7.2 (design.md)
+ORT_SPEC="${EDGECLIP_AARCH64_ORT:-onnxruntime<1.28}"   # 1.28+ segfaults at import under qemu 7.2
 WITH_TOKENIZERS="${EDGECLIP_AARCH64_TOKENIZERS:-1}"
 
 if [[ -f "$CACHE/.ready" ]]; then echo "$CACHE"; exit 0; fi
