@@ -8,6 +8,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator, Optional, Union
 
 from edgeclip.errors import BundleError
+from edgeclip.hub import is_hub_ref, resolve_bundle
 
 FORMAT_NAME = "edgeclip-bundle"
 FORMAT_VERSION = 1
@@ -157,9 +158,14 @@ def verify_files(bundle: Bundle) -> None:
 
 
 def load_bundle(path: Union[PathLike, Bundle], verify: bool = True) -> Bundle:
-    """Read a bundle's manifest, refuse newer formats, and (by default) verify every file's sha256 (a Bundle passes through)."""
+    """Read a bundle's manifest, refuse newer formats, and (by default) verify every file's sha256 (a Bundle passes through).
+
+    `path` is a bundle folder or `hf-hub:ORG/REPO[@REVISION]`, fetched into the Hugging Face cache first.
+    """
     if isinstance(path, Bundle):
         return path
+    if is_hub_ref(path):
+        path = resolve_bundle(path)
     root = Path(path).expanduser()
     manifest = _read_manifest(root)
     _check_structure(root, manifest)
