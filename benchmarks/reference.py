@@ -155,7 +155,7 @@ def torch_runner(model_id: str, cache: Optional[str] = None, threads: Optional[i
     return Runner(model_id=model_id, engine="torch", variant="fp32", provider="torch-cpu",
                   factories={"image": wrap("encode_image"), "text": wrap("encode_text")},
                   image_size=spec.image_size, context_length=spec.context_length,
-                  recipe={"factory": "benchmarks.reference:torch_runner",
+                  recipe={"factory": "torch", "worker": "benchmarks.reference",
                           "kwargs": {"model_id": model_id, "cache": str(cache) if cache else None, "threads": threads}})
 
 
@@ -184,3 +184,12 @@ def demo_eval_folder(cache: Optional[Path] = None) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+if __name__ == "__main__":
+    # The timing child of torch runners (see Runner.recipe): runtime.bench_worker with this module's factory.
+    import sys
+
+    from runtime.bench_worker import main
+
+    sys.exit(main({"torch": torch_runner}))

@@ -290,7 +290,7 @@ def measure(bundle_dir: str | Path, golden: str | Path | None = None, images: Se
             captions: int = 1000) -> dict[str, Any]:
     """Agreement of the e2e graphs with edgeclip's Python path (ids, golden rows, image/text cosines)."""
     from edgeclip import Encoder
-    from edgeclip.encoder import run_batched
+    from runtime.session import run_batched
 
     bundle = load_bundle(bundle_dir, verify=True)
     result: dict[str, Any] = {}

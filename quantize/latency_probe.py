@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from quantize.measure import make_session
+from quantize.session import make_session
 from runtime.bench_timing import TimingPlan, time_calls
 
 

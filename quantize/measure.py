@@ -10,19 +10,9 @@ from typing import Iterable
 import numpy as np
 import onnxruntime as ort
 
-from runtime.bench_timing import alternate
-from runtime.bench_worker import run_child
+from runtime.bench_timing import alternate, run_child
 
 LATENCY_ROUNDS = 3  # fp32/int8 process pairs per latency ratio
-
-
-def make_session(path: str | os.PathLike, threads: int = 1) -> ort.InferenceSession:
-    """A CPU-EP session with a fixed thread count (1 for correctness work, 2 for the latency ratio)."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def embed(session: ort.InferenceSession, feeds: Iterable[dict[str, np.ndarray]]) -> np.ndarray:

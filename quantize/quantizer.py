@@ -24,11 +24,11 @@ from edgeclip.errors import EdgeclipError
 from quantize.calibration import CalibrationConfig, batched, calibrate
 from quantize.data import CalibrationPlan, EvalSet, SamplePass, plan_sources
 from quantize.errors import QuantizeError
-from quantize.measure import (embed, fidelity, input_sensitivity, latency_ratio, make_session, neighbour_overlap,
-                              recall_at_1)
+from quantize.measure import embed, fidelity, input_sensitivity, latency_ratio, neighbour_overlap, recall_at_1
 from quantize.recipes import Target, candidate_nodes, get_target, prepare_model
 from quantize.report import check_bars, write_report
 from quantize.search import Goals, TowerResult, TowerSearch
+from quantize.session import make_session
 
 log = logging.getLogger("edgeclip")
 

@@ -16,7 +16,8 @@ from pathlib import Path
 from onnxruntime.quantization.calibrate import TensorsData
 from tqdm import tqdm
 
-from quantize.measure import embed, fidelity, latency_ratio, make_session
+from quantize.measure import embed, fidelity, latency_ratio
+from quantize.session import make_session
 from quantize.recipes import Target, quantize_nodes
 
 

@@ -38,8 +38,7 @@ from runtime.bench_runners import (
     provider_plan,
     token_batch,
 )
-from runtime.bench_timing import FULL, QUICK, TimingPlan, alternate, summarize
-from runtime.bench_worker import run_child
+from runtime.bench_timing import FULL, QUICK, TimingPlan, alternate, run_child, summarize
 
 SCHEMA = "edgeclip-bench/1"
 REFERENCE_PROVIDER = "CPUExecutionProvider"
@@ -98,8 +97,13 @@ def _timing_job(kind: str, plan: TimingPlan, **fields) -> dict:
 def _in_fresh_processes(jobs: dict, plan: TimingPlan, desc: str, progress: bool) -> dict:
     """Every runtime.bench_worker job `plan.processes` times, alternating (runtime.bench_timing.alternate)."""
     with _bar(len(jobs) * plan.processes, desc, progress) as bar:
-        return alternate(jobs, lambda job: run_child("runtime.bench_worker", [], job), plan.processes,
+        return alternate(jobs, lambda job: run_child(_worker(job), [], job), plan.processes,
                          on_done=lambda key: bar.update(1))
+
+
+def _worker(job: dict) -> str:
+    """The module a job runs in: the runner recipe's own worker (the build side's torch runners), else ours."""
+    return (job.get("recipe") or {}).get("worker", "runtime.bench_worker")
 
 
 def _merge(results: list[dict], pick: Callable[[dict], Optional[list[float]]]) -> tuple[list[float], Optional[str]]:

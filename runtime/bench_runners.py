@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
@@ -34,7 +34,8 @@ class Runner:
     context_length: int = 77
     bundle: Optional[str] = None
     manifest: Optional[dict] = None
-    # How a fresh process rebuilds this runner: {"factory": "module:function", "kwargs": {...}} (JSON-able).
+    # How a fresh process rebuilds this runner (JSON-able): {"factory": name, "kwargs": {...}}, plus "worker":
+    # the module run as that process when the factory is not one of RUNNER_FACTORIES (default runtime.bench_worker).
     recipe: Optional[dict] = None
     _open: dict[str, TowerFn] = field(default_factory=dict, repr=False)
 
@@ -128,7 +129,7 @@ def canonical_provider(name: str) -> str:
 
 def session_fn(session, fixed_batch: Optional[int]) -> TowerFn:
     """Wrap an onnxruntime session as x -> y; fixed-batch graphs get padded chunks like the runtime does."""
-    from edgeclip.encoder import run_batched
+    from runtime.session import run_batched
 
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
     wants_int32 = inp.type == "tensor(int32)"
@@ -157,16 +158,20 @@ def bundle_runner(bundle_dir: str, provider: str, threads: Optional[int]) -> Run
     return Runner(model_id=bundle.model_id, engine="onnxruntime", variant=variant_of(bundle.manifest),
                   provider=provider, factories=factories, image_size=int(size), context_length=context,
                   bundle=str(bundle.root), manifest=bundle.manifest,
-                  recipe={"factory": "runtime.bench_runners:bundle_runner",
+                  recipe={"factory": "bundle",
                           "kwargs": {"bundle_dir": str(bundle.root), "provider": provider, "threads": threads}})
 
 
-def runner_from_recipe(recipe: dict) -> Runner:
-    """Rebuild a runner from its recipe (in a benchmark child process)."""
-    import importlib
+RUNNER_FACTORIES: dict[str, Callable[..., Runner]] = {"bundle": bundle_runner}
 
-    module, _, name = recipe["factory"].partition(":")
-    return getattr(importlib.import_module(module), name)(**recipe["kwargs"])
+
+def runner_from_recipe(recipe: dict, factories: Mapping[str, Callable[..., Runner]] = RUNNER_FACTORIES) -> Runner:
+    """Rebuild a runner from its recipe (in a benchmark child process) with the factory it names."""
+    factory = factories.get(recipe["factory"])
+    if factory is None:
+        raise ValueError(f"no runner factory {recipe['factory']!r} in this worker (known: {', '.join(sorted(factories))}); "
+                         "a recipe from elsewhere names its worker module")
+    return factory(**recipe["kwargs"])
 
 
 def _session_factory(onnx_path: Path, provider: str, threads: Optional[int], batch,

@@ -8,11 +8,19 @@ load hit every runner alike, so ratios inside one report still hold on a noisy m
 """
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
-from typing import Callable, Hashable, Mapping, Optional
+from pathlib import Path
+from typing import Any, Callable, Hashable, Mapping, Optional
 
 import numpy as np
+
+_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 @dataclass(frozen=True)
@@ -89,3 +97,18 @@ def alternate(
             if on_done:
                 on_done(key)
     return results
+
+
+def run_child(module: str, args: list[str], payload: Optional[dict] = None, timeout: float = 3600) -> Any:
+    """Run `python -m module args...` (job JSON on stdin) with this checkout importable; its last stdout line as JSON.
+
+    Raises RuntimeError with the child's last error line, or the signal that killed it (a provider can segfault).
+    """
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])))
+    proc = subprocess.run([sys.executable, "-m", module, *args], input=json.dumps(payload) if payload else None,
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode < 0:
+        raise RuntimeError(f"the process was killed by {signal.Signals(-proc.returncode).name}")
+    if proc.returncode != 0:
+        raise RuntimeError((proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1][:500])
+    return json.loads(proc.stdout.strip().splitlines()[-1])

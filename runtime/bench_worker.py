@@ -3,43 +3,24 @@
 `python -m runtime.bench_worker < job.json` prints one JSON line. Two kinds of job:
 - `latency`: rebuild a runner from its recipe, then per tower and batch `TimingPlan.runs` timed calls;
 - `end_to_end`: JPEG decode, decode + preprocessing and `edgeclip.Encoder.encode_image` on the file, in turns.
-The parent (`runtime.bench`) starts one such process per runner and round through `run_child`.
+The parent (`runtime.bench`) starts one such process per runner and round through `runtime.bench_timing.run_child`;
+a runner whose recipe names another `worker` module (the build side's torch runners) runs in that module, which
+calls `main` with its own factories.
 """
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional
+from typing import Callable, Mapping, Optional
 
 from runtime.bench_timing import TimingPlan, time_calls, time_rotation
 
-_ROOT = str(Path(__file__).resolve().parents[1])
-
-
-def run_child(module: str, args: list[str], payload: Optional[dict] = None, timeout: float = 3600) -> Any:
-    """Run `python -m module args...` (job JSON on stdin) with this checkout importable; its last stdout line as JSON.
-
-    Raises RuntimeError with the child's last error line, or the signal that killed it (a provider can segfault).
-    """
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [_ROOT, os.environ.get("PYTHONPATH")])))
-    proc = subprocess.run([sys.executable, "-m", module, *args], input=json.dumps(payload) if payload else None,
-                          capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode < 0:
-        raise RuntimeError(f"the process was killed by {signal.Signals(-proc.returncode).name}")
-    if proc.returncode != 0:
-        raise RuntimeError((proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1][:500])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def _latency(job: dict, plan: TimingPlan) -> dict:
+def _latency(job: dict, plan: TimingPlan, factories: Mapping[str, Callable]) -> dict:
     from runtime.bench_runners import failure_status, image_batch, runner_from_recipe, token_batch
 
-    runner = runner_from_recipe(job["recipe"])
+    runner = runner_from_recipe(job["recipe"], factories)
     out = {}
     for tower, batches in job["towers"].items():
         try:
@@ -78,11 +59,17 @@ def _end_to_end(job: dict, plan: TimingPlan) -> dict:
     return {"status": "ok", **time_rotation(calls, replace(plan, warmup=max(plan.warmup, 5)))}
 
 
-def main() -> int:
-    """Read the job from stdin, run it, print the result as one JSON line."""
+def main(factories: Optional[Mapping[str, Callable]] = None) -> int:
+    """Read the job from stdin, run it, print the result as one JSON line.
+
+    `factories` adds runner factories (name -> callable returning a Runner) to the runtime's own: the build side
+    starts its own worker module that passes its torch runners here (see `Runner.recipe`)."""
+    from runtime.bench_runners import RUNNER_FACTORIES
+
     job = json.loads(sys.stdin.read())
     plan = TimingPlan(**job["plan"])
-    result = _latency(job, plan) if job["kind"] == "latency" else _end_to_end(job, plan)
+    known = {**RUNNER_FACTORIES, **(factories or {})}
+    result = _latency(job, plan, known) if job["kind"] == "latency" else _end_to_end(job, plan)
     print(json.dumps(result))
     return 0
 

@@ -21,7 +21,7 @@ def import_ort_tool(name: str) -> ModuleType:
     if masked:
         sys.modules["torch"] = None  # type: ignore[assignment]  # find_spec("torch") -> None
     try:
-        return importlib.import_module(full_name)
+        return importlib.import_module(f"onnxruntime.tools.{name}")
     finally:
         if masked:
             sys.modules.pop("torch", None)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
-from edgeclip.errors import BundleError, ProviderError
+import numpy as np
+
+from edgeclip.errors import BundleError, EdgeclipError, ProviderError
 from runtime.providers import Requested, resolve_providers, session_threads
 
 _MODEL_ERRORS = {"InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel", "InvalidArgument"}
@@ -61,4 +63,25 @@ def create_session(
     return session, list(session.get_providers())
 
 
-__all__ = ["create_session", "disabled_optimizers"]
+def run_batched(session: Any, input_name: str, output_name: str, x: np.ndarray, fixed_batch: Optional[int],
+                what: str = "graph") -> np.ndarray:
+    """Run an ORT session on x [N, ...] -> float32 [N, ...]: all at once, or for a fixed-batch graph in chunks
+    of `fixed_batch` with the last one padded (zeros; "" for string inputs) and the padding dropped.
+    An ORT failure is raised as an EdgeclipError naming `what`."""
+    step = fixed_batch or len(x)
+    outs = []
+    for start in range(0, len(x), step):
+        chunk = x[start : start + step]
+        n = len(chunk)
+        if fixed_batch is not None and n < step:
+            fill = "" if chunk.dtype == object else 0
+            chunk = np.concatenate([chunk, np.full((step - n,) + chunk.shape[1:], fill, dtype=chunk.dtype)])
+        try:
+            out = session.run([output_name], {input_name: chunk})[0]
+        except Exception as exc:  # ORT's pybind errors: report which graph and why, not a deep traceback
+            raise EdgeclipError(f"{what} failed in ONNX Runtime: {str(exc).strip()[:300]}") from None
+        outs.append(np.asarray(out[:n], dtype=np.float32))
+    return np.concatenate(outs)
+
+
+__all__ = ["create_session", "disabled_optimizers", "run_batched"]

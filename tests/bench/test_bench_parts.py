@@ -14,7 +14,7 @@ from runtime.bench_accuracy import EvalDataError, class_embeddings, cosine_stats
 from runtime.bench_report import render_markdown, write_report
 from runtime.bench_runners import provider_plan, variant_of
 from runtime.bench_timing import TimingPlan, alternate, time_calls
-from runtime.bench_worker import run_child
+from runtime.bench_timing import run_child
 
 
 def test_class_folder_labels_prompts_and_limit(eval_folder):
@@ -175,15 +175,18 @@ def test_a_runner_whose_process_crashes_is_an_error_row_and_the_run_goes_on(tiny
     from runtime.bench_timing import QUICK
 
     (tmp_path / "segv_runner.py").write_text(
-        "import os, signal\n"
+        "import os, signal, sys\n"
         "from runtime.bench_runners import Runner\n"
+        "from runtime.bench_worker import main\n"
         "def make():\n"
         "    def open_tower():\n"
         "        os.kill(os.getpid(), signal.SIGSEGV)  # what a provider bug looks like from outside\n"
-        "    return Runner('crash', 'onnxruntime', 'fp32', 'CPUExecutionProvider', {'image': open_tower}, 32)\n")
+        "    return Runner('crash', 'onnxruntime', 'fp32', 'CPUExecutionProvider', {'image': open_tower}, 32)\n"
+        "if __name__ == '__main__':\n"
+        "    sys.exit(main({'segv': make}))\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     crash = Runner("crash", "onnxruntime", "fp32", "CPUExecutionProvider", {"image": lambda: None}, 32,
-                   recipe={"factory": "segv_runner:make", "kwargs": {}})
+                   recipe={"factory": "segv", "worker": "segv_runner", "kwargs": {}})
     good = bundle_runners(tiny_bundles["fp32"], ["CPUExecutionProvider"], 1)[0]
     rows = latency_rows([crash, good], BenchConfig(towers=("image",), batches=(1,), plan=QUICK), progress=False)
     by_model = {r["model"]: r for r in rows}

@@ -12,7 +12,8 @@ from onnx import numpy_helper
 from quantize_fixtures import make_image_tower, make_text_tower
 
 from quantize.calibration import CalibrationConfig, calibrate
-from quantize.measure import embed, fidelity, make_session
+from quantize.measure import embed, fidelity
+from quantize.session import make_session
 from quantize.recipes import candidate_nodes, get_target, prepare_model, quantize_nodes
 
 
