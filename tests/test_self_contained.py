@@ -138,3 +138,17 @@ def test_docs_link_and_name_only_files_in_the_repository(doc):
     missing += [f"{what}: {m.group().strip()!r}" for what, pattern in TEXT_PATTERNS.items()
                 if what != '".." joined onto a path' for m in pattern.finditer(text)]
     assert not missing, f"{doc.relative_to(REPO)} refers to what is not in the repository: {missing}"
+
+
+PLANNING = re.compile(r"\b(design\.md|INTERFACES\.md|[Ii]ssue \d+|[Dd]one[- ]when \d|(EXPORT|DEVICE|QUANTIZE|QUANT|BENCH|RUNTIME|TOKENIZER|LEAD)('s\b| team))")
+
+
+def test_no_file_refers_to_planning_notes_or_teams():
+    """Code, tests and docs explain themselves; they do not cite planning notes, issue numbers or team names."""
+    suffixes = {".py", ".md", ".sh", ".toml", ".cfg", ".txt"}
+    files = [p for p in REPO.rglob("*") if p.is_file() and (p.suffix in suffixes or p.name in ("Makefile", "run"))
+             and not {".git", ".venv", "node_modules"} & set(p.parts) and not p.parts[-2].endswith(".egg-info")
+             and p != Path(__file__).resolve()]
+    found = [f"{p.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group()!r}"
+             for p in files for text in [p.read_text(encoding="utf-8", errors="replace")] for m in PLANNING.finditer(text)]
+    assert not found, "mentions of planning notes or teams:\n" + "\n".join(found)

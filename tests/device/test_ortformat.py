@@ -85,7 +85,7 @@ def test_cli_json_and_errors(tmp_path, capsys):
 
 
 def test_runtime_session_loads_ort_graphs(tmp_path):
-    """RUNTIME's create_session (what Encoder uses) runs a .ort tower and gives the .onnx output."""
+    """runtime.session.create_session (what Encoder uses) runs a .ort tower and gives the .onnx output."""
     from runtime.session import create_session
 
     root = write_tiny_bundle(tmp_path / "b", batch=1)
