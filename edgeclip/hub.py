@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional, Union
+from typing import Callable, Iterable, Optional, Union
 
 from edgeclip.errors import BundleError
 
@@ -85,17 +85,18 @@ def _fetch(hub, ref: str, repo: str, filename: str, revision: Optional[str], fir
         raise HubError(f"{where}: cannot fetch {filename}: {type(exc).__name__}: {str(exc)[:300]}") from None
 
 
-def resolve_bundle(ref: Union[str, Path]) -> Path:
-    """The cached snapshot folder holding the manifest and every file it names (downloaded unless offline)."""
-    from edgeclip.bundle.read import load_bundle
+def resolve_bundle(ref: Union[str, Path], named_files: Callable[[Path], Iterable[str]]) -> Path:
+    """The cached snapshot folder holding the manifest and every file it names (downloaded unless offline).
 
+    `named_files(folder)` checks the fetched manifest and lists the files it names (edgeclip.bundle passes its own).
+    """
     repo, revision = parse_ref(ref)
     hub = _hub()
     manifest_path = _fetch(hub, str(ref), repo, MANIFEST, revision, first=True)
     root = manifest_path.parent
     commit = root.name if root.parent.name == "snapshots" else revision  # pin the rest to the manifest's commit
     try:
-        names = [name for name, _ in load_bundle(root, verify=False).files()]  # structure and file names checked
+        names = list(named_files(root))
     except BundleError as exc:
         raise HubError(f"{ref}: {exc}") from None
     for name in names:

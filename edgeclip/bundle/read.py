@@ -165,7 +165,7 @@ def load_bundle(path: Union[PathLike, Bundle], verify: bool = True) -> Bundle:
     if isinstance(path, Bundle):
         return path
     if is_hub_ref(path):
-        path = resolve_bundle(path)
+        path = resolve_bundle(path, lambda root: [name for name, _ in load_bundle(root, verify=False).files()])
     root = Path(path).expanduser()
     manifest = _read_manifest(root)
     _check_structure(root, manifest)
