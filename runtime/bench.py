@@ -425,7 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 a bundle could not be loaded or a measurement failed (report still written), "
         "2 usage error.",
     )
-    ap.add_argument("--bundle", nargs="+", required=True, type=Path, metavar="DIR", help="bundle directories")
+    ap.add_argument("--bundle", nargs="+", required=True, type=Path, metavar="DIR", help="bundle directories or hf-hub:ORG/REPO names")
     ap.add_argument("--report", type=Path, required=True, metavar="OUT", help="output folder for report.*")
     ap.add_argument("--providers", nargs="+", metavar="EP",
                     help="providers to run (cpu, xnnpack, nnapi, ... or full names); default: all of this build "
@@ -461,8 +461,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     if any(b < 1 for b in args.batches):
         ap.error("--batches must be positive")
+    from edgeclip.hub import is_hub_ref
+
     for path in [*args.bundle, *args.baseline_rows, *([args.image] if args.image else [])]:
-        if not path.exists():
+        if not path.exists() and not is_hub_ref(path):
             ap.error(f"not found: {path}")
     import onnxruntime as ort
 
