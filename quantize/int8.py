@@ -16,6 +16,9 @@ from typing import Sequence
 
 from quantize.calibration import METHODS
 from quantize.errors import QuantizeError
+from quantize.fetch_calibration import (SOURCE_NAME, calibration_cached, default_dir, ensure_calibration,
+                                        fetch_command)
+from quantize.hub_probe import hub_unreachable_reason
 from quantize.quantizer import quantize_bundle
 from quantize.recipes import TARGETS, Target, get_target
 from quantize.search import Goals
@@ -63,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--bundle", help="existing fp32 bundle directory to quantize (no torch needed)")
     p.add_argument("--calibration", nargs="+", metavar="PATH",
                    help="webdataset tar shards, folders of shards or images, or globs; a dataset root with calib/ "
-                        "and eval/ folders uses them as the two splits (default for --model demo: the synthetic "
-                        "dataset)")
+                        "and eval/ folders uses them as the two splits; `datacompdr-12m` (the default, except for "
+                        "--model demo: its synthetic dataset) fetches the first DataCompDR-12M samples once into "
+                        "$EDGECLIP_HOME/calibration/datacompdr-12m (see python -m quantize.fetch_calibration)")
     p.add_argument("--eval", nargs="+", metavar="PATH", dest="eval_paths",
                    help="held-out evaluation samples (default: the first --eval-samples calibration samples, "
                         "which are then not used for calibration)")
@@ -111,6 +115,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+def _offline_preflight(args: argparse.Namespace) -> None:
+    """Without the Hub, name at once what to provide and where (checkpoint, calibration shards), not after retries."""
+    missing = []
+    if not (args.bundle or args.checkpoint):
+        from export.checkpoint import cache_path
+        from export.registry import get_spec
+
+        try:
+            spec = get_spec(args.model)
+        except ValueError as exc:  # an unknown name: say so before fetching any data
+            raise QuantizeError(str(exc)) from None
+        if spec.sources[0].url and not any(cache_path(spec, s).is_file() for s in spec.sources):
+            missing.append(f"the checkpoint {spec.sources[0].url}\n     put it at {cache_path(spec, spec.sources[0])}")
+    if not calibration_cached():
+        n = args.samples + args.eval_samples
+        missing.append(f"the calibration shards: run `{fetch_command(n)}` where the Hub is reachable\n"
+                       f"     and copy that folder to {default_dir()}")
+    reason = hub_unreachable_reason() if missing else None
+    if reason:
+        steps = "".join(f"\n  {i}. {m}" for i, m in enumerate(missing, 1))
+        target = f" --target {args.target}" if args.target != "cpu" else ""
+        raise QuantizeError(f"the Hugging Face Hub is not reachable ({reason}); provide:{steps}\n"
+                            f"then run: python -m quantize.int8 --model {args.model}{target}")
+
+
 def _main(args: argparse.Namespace) -> int:
     target = get_target(args.target)
     model_id = args.model
@@ -119,8 +148,10 @@ def _main(args: argparse.Namespace) -> int:
         from quantize.synthetic import ensure_dataset
 
         calibration = [str(ensure_dataset(progress=not args.quiet, splits=("calib", "eval")))]
-    if not calibration:
-        raise QuantizeError("--calibration is required (shards, folders or globs) except with --model demo")
+    if not calibration or calibration == [SOURCE_NAME]:  # the default for real models: DataCompDR-12M samples
+        _offline_preflight(args)
+        wanted = args.samples + (0 if args.eval_paths else args.eval_samples)
+        calibration = [str(ensure_calibration(wanted, progress=not args.quiet))]
     goals = Goals(args.min_cosine, args.min_centered, args.min_speedup)
     with tempfile.TemporaryDirectory(prefix="edgeclip-int8-export-") as tmp:
         if args.bundle:

@@ -24,6 +24,7 @@ from edgeclip.errors import EdgeclipError
 from quantize.calibration import CalibrationConfig, batched, calibrate
 from quantize.data import CalibrationPlan, EvalSet, SamplePass, plan_sources
 from quantize.errors import QuantizeError
+from quantize.fetch_calibration import fetch_summary
 from quantize.measure import embed, fidelity, input_sensitivity, latency_ratio, neighbour_overlap, recall_at_1
 from quantize.recipes import Target, candidate_nodes, get_target, prepare_model
 from quantize.report import check_bars, write_report
@@ -212,7 +213,8 @@ def _assemble_report(manifest, tgt, plan, calib, goals, sample_pass, towers_repo
         "calibration": {"source": plan.source, "method": calib.describe(), "images": sample_pass.calibration_images,
                         "captions": min(len(sample_pass.captions), q.max_captions), "views_per_image": plan.views,
                         "rand_augment": plan.rand_augment, "skipped": sample_pass.stats.skipped,
-                        "skip_reasons": dict(sample_pass.stats.reasons), "notes": sample_pass.stats.notes},
+                        "skip_reasons": dict(sample_pass.stats.reasons), "notes": sample_pass.stats.notes,
+                        "fetch": fetch_summary(plan.calibration)},
         "eval": {"images": len(ev.images), "captions": len(ev.captions) + len(ev.pair_captions),
                  "source": str(plan.evaluation or "held-out calibration samples")},
         "goals": {"min_cos": goals.min_cos, "min_centered": goals.min_centered, "min_speedup": goals.min_speedup},
