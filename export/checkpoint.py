@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional, Union
 
 from edgeclip.errors import EdgeclipError
+from quantize.hub_probe import hub_unreachable_reason
 from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, LAYOUTS, ModelSpec, Source
 
 StateDict = dict  # str -> torch.Tensor
@@ -145,7 +146,7 @@ def _offline() -> bool:
 
 def _download(spec: ModelSpec, source: Source) -> Optional[Path]:
     """Fetch `source` into the cache with huggingface_hub; None when it is not installed or the Hub is unreachable."""
-    if _offline() or source.repo is None:
+    if _offline() or source.repo is None or hub_unreachable_reason():  # huggingface_hub would retry for ~25 s
         return None
     try:
         from huggingface_hub import hf_hub_download

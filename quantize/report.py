@@ -27,12 +27,22 @@ def _f(x, nd: int = 4) -> str:
     return "—" if x is None else (f"{x:.{nd}f}" if isinstance(x, float) else str(x))
 
 
+def _fetch_lines(fetch: dict | None) -> list[str]:
+    """How the DataCompDR-12M set was fetched (when it was): revisions, URLs tried, skipped and why."""
+    if not fetch:
+        return []
+    revs = ", ".join(f"{repo}@{(d.get('revision') or '?')[:12]}" for repo, d in fetch["datasets"].items())
+    return [f"Fetched from {revs}: {fetch['samples']} samples from {fetch['urls_tried']} URLs; skipped "
+            f"{fetch['skipped']} {fetch['skip_reasons'] or ''}", ""]
+
+
 def render_markdown(report: dict) -> str:
     """A human summary of ``report`` (every number comes from the JSON next to it)."""
     cal = report["calibration"]
     lines = [f"# INT8 report: {report['model_id']} for target `{report['target']}`", "",
              f"Calibration: {cal['method']} on {cal['images']} images / {cal['captions']} captions from "
              f"`{cal['source']}`; skipped samples: **{cal['skipped']}** {cal['skip_reasons'] or ''}", "",
+             *_fetch_lines(cal.get("fetch")),
              f"Peak memory of the run: {report.get('peak_rss_mb')} MB; took {report.get('seconds')} s.", "",
              f"Evaluation (held out, never used for calibration or search): {report['eval']['images']} images, "
              f"{report['eval']['captions']} captions.", "",
