@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from runtime.providers import thread_count
+
 TARGETS = ("cpu", "xnnpack", "nnapi")
 
 
@@ -154,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
     parser.add_argument("--targets", default=",".join(TARGETS), help="INT8 targets, comma-separated (default: all)")
     parser.add_argument("--samples", type=int, default=256, help="calibration samples per tower (default: 256)")
-    parser.add_argument("--threads", type=int, default=2, help="threads for torch and ONNX Runtime (default: 2)")
+    parser.add_argument("--threads", type=thread_count, default=2, help="threads for torch and ONNX Runtime (default: 2)")
     parser.add_argument("--repeats", type=int, default=30, help="timed repeats per latency figure (default: 30)")
     parser.add_argument("--speed-guard", action="store_true",
                         help="keep a tower in fp32 when INT8 is not faster (quantize.int8's default). Off here: "

@@ -13,6 +13,7 @@ import numpy as np
 from edgeclip import __version__
 from edgeclip.errors import EdgeclipError, InputError
 from edgeclip.files import atomic_path
+from runtime.providers import thread_count
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -37,7 +38,8 @@ def _common() -> argparse.ArgumentParser:
     p.add_argument("--providers", default=S, metavar="P[,P...]",
                    help="execution providers in priority order: auto (default: nnapi > xnnpack > cpu among those "
                         "this onnxruntime has), cpu, xnnpack, nnapi or ONNX Runtime names")
-    p.add_argument("--threads", type=int, default=S, metavar="N", help="intra-op threads (default: ONNX Runtime's choice)")
+    p.add_argument("--threads", type=thread_count, default=S, metavar="N",
+                   help="intra-op threads, 1 to 4 per CPU core (default: ONNX Runtime's choice)")
     p.add_argument("--json", action="store_true", default=S, help="print one JSON document on stdout")
     p.add_argument("-v", "--verbose", action="store_true", default=S, help="log provider choices and other details")
     return p
@@ -96,9 +98,11 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 
 def cmd_info(args: argparse.Namespace) -> dict:
     from edgeclip.bundle import load_bundle
+    from runtime.graph_contract import check_bundle_graphs
     from runtime.providers import resolve_providers, short_name
 
     bundle = load_bundle(args.bundle, verify=True)
+    check_bundle_graphs(bundle)  # the manifest's dims, names and shapes are what the graphs say
     towers = {}
     for name, spec in bundle.towers.items():
         fixed = isinstance(spec.get("batch"), int)
@@ -223,8 +227,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not hasattr(args, key):
             setattr(args, key, value)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="edgeclip: %(message)s")
-    if args.threads is not None and args.threads < 1:
-        parser.error("--threads must be at least 1")
     try:
         run(args)
     except EdgeclipError as exc:

@@ -14,6 +14,7 @@ from edgeclip.preprocess import DEFAULT_MAX_PIXELS, is_single_image, preprocess_
 from edgeclip.zeroshot import DEFAULT_LOGIT_SCALE, LabelBank, l2_normalize, similarity
 from edgeclip import zeroshot
 from runtime.session import create_session, run_batched
+from runtime.graph_contract import check_tower_graph
 
 log = logging.getLogger("edgeclip")
 
@@ -31,6 +32,7 @@ class _Tower:
         path = (prefer_ort and bundle.ort_path(name)) or bundle.tower_path(name)
         self.session, self.providers = create_session(path, providers, threads, fixed_shape=self.fixed_batch is not None,
                                                       precision=spec.get("precision"))
+        check_tower_graph(bundle, name, self.session)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or not outputs:
             raise BundleError(f"{name} tower: the graph must have one input and an output, not {len(inputs)} inputs")

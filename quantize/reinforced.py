@@ -16,6 +16,8 @@ import json
 import os
 import tarfile
 import warnings
+import zipfile
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -230,7 +232,7 @@ def _teacher_embeddings(group: dict[str, bytes], stats: ReadStats) -> tuple[np.n
         try:
             with np.load(io.BytesIO(group["npz"]), allow_pickle=False) as z:
                 arrays = {k: np.asarray(z[k], dtype=np.float32) for k in z.files}
-        except (ValueError, OSError, EOFError) as exc:
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # truncated or corrupt zip
             raise _Malformed("unreadable npz") from exc
     elif "pth.gz" in group:
         if importlib.util.find_spec("torch") is None:
@@ -247,6 +249,8 @@ def _teacher_embeddings(group: dict[str, bytes], stats: ReadStats) -> tuple[np.n
         text_emb = next((v for k, v in arrays.items() if k.endswith("_emb") and k != "image_emb"), None)
     if text_emb is not None and (text_emb.ndim != 2 or text_emb.shape[1] != image_emb.shape[1]):
         raise _Malformed("text_emb shape does not match image_emb")
+    if not np.isfinite(image_emb).all() or (text_emb is not None and not np.isfinite(text_emb).all()):
+        raise _Malformed("non-finite teacher embeddings (NaN or inf)")
     return image_emb, text_emb
 
 

@@ -39,6 +39,7 @@ from runtime.bench_runners import (
     token_batch,
 )
 from runtime.bench_timing import FULL, QUICK, TimingPlan, alternate, run_child, summarize
+from runtime.providers import thread_count
 
 SCHEMA = "edgeclip-bench/1"
 REFERENCE_PROVIDER = "CPUExecutionProvider"
@@ -433,7 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--towers", nargs="+", choices=TOWERS, default=list(TOWERS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8], metavar="N")
     add_timing_arguments(ap)
-    ap.add_argument("--threads", type=int, help="intra-op threads per session (default: onnxruntime's choice)")
+    ap.add_argument("--threads", type=thread_count, metavar="N",
+                    help="intra-op threads per session, 1 to 4 per CPU core (default: onnxruntime's choice)")
     ap.add_argument("--eval-dir", type=Path, metavar="PATH",
                     help="ImageNet-style class folder (prompts 'a photo of a {class}.', optional prompts.json) or "
                     "reinforced .tar shards (image->caption retrieval) for top-1")

@@ -56,6 +56,41 @@ def _describe_available(available: Sequence[str]) -> str:
     return ", ".join(f"{short_name(p)} ({p})" if short_name(p) != p else p for p in available) or "none"
 
 
+THREADS_PER_CORE_LIMIT = 4  # more intra-op threads than 4 per core only add contention
+THREADS_HARD_LIMIT = 256  # and never more than this, whatever os.cpu_count() says
+
+
+def max_threads() -> int:
+    """The most intra-op threads accepted: 4 per core (os.cpu_count()), at most 256."""
+    return min(THREADS_HARD_LIMIT, THREADS_PER_CORE_LIMIT * (os.cpu_count() or 1))
+
+
+def check_threads(threads: object, what: str = "threads") -> Optional[int]:
+    """`threads` if it is None or an integer from 1 to max_threads(); else ProviderError naming `what` and the value.
+
+    The one validator of thread counts (API `threads=` and every command's --threads): 100000 threads once
+    took a machine down (16 GB RSS, load 400), and 0 or negatives have no meaning.
+    """
+    if threads is None:
+        return None
+    limit = max_threads()
+    if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= limit:
+        raise ProviderError(f"{what} must be an integer from 1 to {limit} (4 per CPU core, at most "
+                            f"{THREADS_HARD_LIMIT}; this machine has {os.cpu_count() or 1} cores) or None, got {threads!r}")
+    return threads
+
+
+def thread_count(text: str) -> int:
+    """argparse type for --threads: an integer from 1 to max_threads(), else a usage error naming the value."""
+    import argparse
+
+    try:
+        return check_threads(int(text))
+    except (ValueError, ProviderError):
+        raise argparse.ArgumentTypeError(f"must be an integer from 1 to {max_threads()} (4 per CPU core, at most "
+                                         f"{THREADS_HARD_LIMIT}), got {text!r}") from None
+
+
 def _xnnpack_threads(threads: Optional[int]) -> int:
     return threads if threads else max(1, min(os.cpu_count() or 1, DEFAULT_XNNPACK_THREADS_CAP))
 
@@ -92,6 +127,7 @@ def resolve_providers(
     request for a provider the build lacks raises ProviderError listing the available ones. NNAPI needs
     fixed shapes, so for a dynamic-shape graph it is skipped and the reason logged.
     """
+    check_threads(threads)
     avail = list(available) if available is not None else available_providers()
     items = _requested_list(requested)
     auto = len(items) == 1 and str(items[0]).strip().lower() == "auto"
@@ -137,6 +173,6 @@ def session_threads(providers: Sequence[str], threads: Optional[int]) -> tuple[i
 
 
 __all__ = [
-    "AUTO_ORDER", "CPU", "NNAPI", "SHORT_NAMES", "XNNPACK", "available_providers", "ort_name",
-    "provider_options", "resolve_providers", "session_threads", "short_name",
+    "AUTO_ORDER", "CPU", "NNAPI", "SHORT_NAMES", "XNNPACK", "available_providers", "check_threads", "max_threads",
+    "ort_name", "provider_options", "resolve_providers", "session_threads", "short_name", "thread_count",
 ]

@@ -4,16 +4,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Iterator, Optional, Union
 
+from edgeclip.bundle.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, TOWERS, check_inside, check_manifest
 from edgeclip.errors import BundleError
 from edgeclip.hub import is_hub_ref, resolve_bundle
 
-FORMAT_NAME = "edgeclip-bundle"
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-TOWERS = ("image", "text")
 
 PathLike = Union[str, Path]
 
@@ -112,33 +109,9 @@ def _read_manifest(root: Path) -> dict:
 
 
 def _check_structure(root: Path, manifest: dict) -> None:
-    fmt = manifest.get("format")
-    if fmt is not None and fmt != FORMAT_NAME:
-        raise BundleError(f"{root / MANIFEST_NAME}: format is {fmt!r}, expected {FORMAT_NAME!r}")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise BundleError(f"{root / MANIFEST_NAME}: format_version missing or not an integer ({version!r})")
-    if version > FORMAT_VERSION:
-        raise BundleError(
-            f"bundle {root} uses format version {version}, but this edgeclip reads up to version "
-            f"{FORMAT_VERSION}; upgrade edgeclip (pip install -U edgeclip) or re-export the bundle"
-        )
-    if version < 1:
-        raise BundleError(f"{root / MANIFEST_NAME}: invalid format_version {version}")
-    towers = manifest.get("towers")
-    if not isinstance(towers, dict) or not towers:
-        raise BundleError(f"{root / MANIFEST_NAME}: 'towers' must name at least one of {TOWERS}")
-    for name, tower in towers.items():
-        if name not in TOWERS:
-            raise BundleError(f"{root / MANIFEST_NAME}: unknown tower {name!r} (expected {TOWERS})")
-        if not isinstance(tower, dict) or not isinstance(tower.get("file"), str) or not tower.get("inputs"):
-            raise BundleError(f"{root / MANIFEST_NAME}: tower {name!r} needs 'file' and 'inputs'")
-    if "image" in towers and not isinstance(manifest.get("preprocess"), dict):
-        raise BundleError(f"{root / MANIFEST_NAME}: an image tower needs a 'preprocess' section")
-    for name, _ in _named_files(manifest):
-        rel = PurePosixPath(name)
-        if rel.is_absolute() or ".." in rel.parts or "\\" in name:
-            raise BundleError(f"{root / MANIFEST_NAME}: file name {name!r} points outside the bundle")
+    """The whole manifest against its schema, then every named file inside the bundle folder (symlinks resolved)."""
+    check_manifest(manifest, root / MANIFEST_NAME)
+    check_inside(root, [name for name, _ in _named_files(manifest)])
 
 
 def verify_files(bundle: Bundle) -> None:
