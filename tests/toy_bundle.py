@@ -12,8 +12,11 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
-import onnx
-from onnx import helper
+import pytest
+
+NEEDS_ONNX = "building test bundles needs the `onnx` package (pip install onnx; `make install` brings it)"
+onnx = pytest.importorskip("onnx", reason=NEEDS_ONNX)
+from onnx import helper  # noqa: E402
 
 OPSET = 17
 IR_VERSION = 8  # readable by onnxruntime >= 1.20

@@ -1,7 +1,8 @@
 """The demo model: committed checkpoint accuracy, reparameterization, checkpoint errors, a tiny training run."""
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the build side needs torch, timm and open_clip (pip install -e '.[export]')")
 
 from export.models.demo import (DEMO_EMBED_DIM, DEMO_IMAGE_SIZE, DEMO_WEIGHTS, DemoCheckpointError, build_demo_model,
                                 load_demo_state_dict, tokenize, torch_encoders)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
-from onnxruntime.quantization import CalibrationDataReader
 
-from tests.toy_bundle import checked_model, write_toy_bundle
+from tests.toy_bundle import checked_model, write_toy_bundle  # skips without onnx
+import onnx  # noqa: E402,I001
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnxruntime.quantization import CalibrationDataReader  # noqa: E402
 
 
 def _gelu(prefix: str, x: str, kind: str, nodes: list, inits: list) -> str:

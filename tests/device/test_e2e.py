@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 
 pytest.importorskip("onnxruntime_extensions", reason="e2e graphs need onnxruntime-extensions (pip install onnxruntime-extensions)")
+onnx = pytest.importorskip("onnx", reason="e2e graphs are built with the `onnx` package (pip install onnx)")
 
 from device_graphs import text_model, write_tiny_bundle  # noqa: E402
 from edgeclip.bundle import load_bundle  # noqa: E402

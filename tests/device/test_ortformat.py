@@ -8,9 +8,9 @@ import json
 import numpy as np
 import onnxruntime as ort
 import pytest
-from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-from device_graphs import TinyImages as _Images, write_tiny_bundle
+from device_graphs import TinyImages as _Images, write_tiny_bundle  # skips without onnx
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from edgeclip.bundle import load_bundle, sha256_file
 from runtime.ortformat import OrtFormatError, convert_bundle, main
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
-from device_graphs import save
+from device_graphs import save  # skips without onnx
+from onnx import TensorProto, helper, numpy_helper
 from runtime.readiness import nnapi_report, optimized_with_shapes
 from runtime.xnnpack_rules import xnnpack_coverage
 from tests.toy_bundle import checked_model

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-from device_graphs import TinyImages as _Images, conv_model, mlp_model, save, write_tiny_bundle
+from device_graphs import TinyImages as _Images, conv_model, mlp_model, save, write_tiny_bundle  # skips without onnx
+from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from edgeclip.errors import BundleError
 from runtime.readiness import format_readiness, main, optimized_with_shapes, readiness_report
 from runtime.xnnpack_rules import xnnpack_coverage

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the build side needs torch, timm and open_clip (pip install -e '.[export]')")
 
 from export.checkpoint import (CheckpointError, cache_path, detect_layout, read_checkpoint, resolve_checkpoint,
                                unwrap_state_dict)

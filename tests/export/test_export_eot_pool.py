@@ -5,7 +5,8 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the build side needs torch, timm and open_clip (pip install -e '.[export]')")
 
 from export.models.eot_pool import select_eot
 from export.models.mct_text import MCTTextEncoder

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+pytest.importorskip("torch", reason="the build side needs torch, timm and open_clip (pip install -e '.[export]')")
 from export.api import NNAPI_OPSET, ExportError, resolve_options
 
 

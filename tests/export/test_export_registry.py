@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
+
+torch = pytest.importorskip("torch", reason="the build side needs torch, timm and open_clip (pip install -e '.[export]')")
 
 from export.registry import LAYOUT_OPEN_CLIP, MODELS, UnknownModelError, resolve_model_id
 from tests.reference_fixtures import FIXTURES, load_fixture

@@ -6,11 +6,11 @@ import io
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from tests.toy_bundle import write_toy_bundle
+from tests.toy_bundle import write_toy_bundle  # skips without onnx
+import onnx  # noqa: E402,I001
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 IMAGE_SIZE = 32
 EMBED = 16

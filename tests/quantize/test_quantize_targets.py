@@ -5,11 +5,12 @@ from __future__ import annotations
 import collections
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
+from quantize_fixtures import make_image_tower, make_text_tower  # skips without onnx
+
+import onnx
 from onnx import numpy_helper
-from quantize_fixtures import make_image_tower, make_text_tower
 
 from quantize.calibration import CalibrationConfig, calibrate
 from quantize.measure import embed, fidelity

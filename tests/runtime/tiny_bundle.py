@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
-from tests.toy_bundle import checked_model, preprocess_spec, write_toy_bundle
+from tests.toy_bundle import checked_model, preprocess_spec, write_toy_bundle  # skips without onnx
+import onnx  # noqa: E402,I001
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 VOCAB = 49408
 

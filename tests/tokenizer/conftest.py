@@ -1,6 +1,7 @@
-"""Shared fixtures of the tokenizer tests: the golden rows and one tokenizer per backend variant."""
+"""Fixtures of the tokenizer tests: the golden rows and one tokenizer per backend."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -19,11 +20,24 @@ def golden() -> list[dict]:
     return json.loads((REFERENCE_DIR / "tokenizer_golden.json").read_text(encoding="utf-8"))["cases"]
 
 
+NO_TOKENIZERS = "the HF backend needs the `tokenizers` package (pip install tokenizers)"
+
+
 @pytest.fixture(scope="session")
 def tokenizers_by_variant() -> dict:
-    """One loaded tokenizer per backend (loading parses the 1.5 MB tokenizer.json, so do it once)."""
-    pytest.importorskip("tokenizers", reason="the HF backend needs the `tokenizers` package")
-    return {name: load_tokenizer(backend=name) for name in VARIANTS}
+    """One loaded tokenizer per available backend (loading parses the 1.5 MB tokenizer.json, so do it once)."""
+    loaded = {"python": load_tokenizer(backend="python")}
+    if importlib.util.find_spec("tokenizers") is not None:
+        loaded["hf"] = load_tokenizer(backend="hf")
+    return loaded
+
+
+@pytest.fixture(scope="session")
+def both_backends(tokenizers_by_variant) -> dict:
+    """Both backends; skips where `tokenizers` is not installed."""
+    if "hf" not in tokenizers_by_variant:
+        pytest.skip(NO_TOKENIZERS)
+    return tokenizers_by_variant
 
 
 @pytest.fixture(scope="session")
@@ -35,5 +49,7 @@ def installed_classes() -> dict:
 
 @pytest.fixture(params=VARIANTS)
 def tok(request, tokenizers_by_variant):
-    """Each backend variant in turn."""
+    """Each backend in turn (the HF one skips where `tokenizers` is not installed)."""
+    if request.param not in tokenizers_by_variant:
+        pytest.skip(NO_TOKENIZERS)
     return tokenizers_by_variant[request.param]

@@ -31,8 +31,8 @@ def _generated(seed: int, n: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def both(tokenizers_by_variant):
-    return tokenizers_by_variant["python"], tokenizers_by_variant["hf"]
+def both(both_backends):
+    return both_backends["python"], both_backends["hf"]
 
 
 def test_python_equals_hf_on_the_golden_set(both, golden):

@@ -34,10 +34,10 @@ def bpe() -> BytePairEncoder:
 
 
 @pytest.mark.parametrize("name", sorted(HUGE))
-def test_huge_inputs_agree_across_backends(tokenizers_by_variant, name):
+def test_huge_inputs_agree_across_backends(both_backends, name):
     """hf against the pure-Python path (they share only the cleaning and the pre-tokenizer table)."""
-    hf = tokenizers_by_variant["hf"](HUGE[name])
-    np.testing.assert_array_equal(tokenizers_by_variant["python"](HUGE[name]), hf, err_msg=name)
+    hf = both_backends["hf"](HUGE[name])
+    np.testing.assert_array_equal(both_backends["python"](HUGE[name]), hf, err_msg=name)
     assert hf[0, -1] == 49407, "a text longer than the context must end with the end token"
 
 
