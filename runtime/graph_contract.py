@@ -83,11 +83,10 @@ def check_tower_graph(bundle: Bundle, name: str, session: Any) -> Optional[int]:
                           f"{dim} values per row")
     if name == "image":
         crop = bundle.preprocess.get("crop_size", bundle.preprocess.get("size"))
-        for axis in (2, 3):
-            side = _static(graph_in.shape or [], axis)
-            if side is not None and crop is not None and side != crop:
-                raise BundleError(f"{what}: preprocess.crop_size is {crop} but the graph takes "
-                                  f"{list(graph_in.shape)} images")
+        sides = [_static(graph_in.shape or [], axis) for axis in (2, 3)]
+        if crop is not None and any(side not in (None, crop) for side in sides):
+            raise BundleError(f"{what}: the graph expects {sides[0] or '?'}x{sides[1] or '?'} inputs but preprocess "
+                              f"crops to {crop} (preprocess.crop_size)")
     if name == "text":
         context = (bundle.manifest.get("tokenizer") or {}).get("context_length", DEFAULT_CONTEXT_LENGTH)
         tokens = _static(graph_in.shape or [], 1)
