@@ -28,7 +28,6 @@ from quantize.shards import ReinforcedSample, ShardError
 DR_REPO = "apple/DataCompDR-12M"
 URL_REPO = "mlfoundations/DataComp-12M"
 SOURCE_NAME = "datacompdr-12m"
-STREAM_BLOCK = 8 * 1024 * 1024
 
 
 class DataUnavailable(QuantizeError):
@@ -184,15 +183,17 @@ class HubDataset:
             raise DataUnavailable(f"{self.repo}/{filename} is not in the Hugging Face cache and the Hub is not "
                                   "reachable")
         from huggingface_hub import HfApi, HfFileSystem
+        from huggingface_hub.errors import EntryNotFoundError
 
         if self.commit is None:
             self.commit = HfApi().dataset_info(self.repo, revision=self.revision).sha
-        fs = HfFileSystem()
-        path = f"datasets/{self.repo}@{self.commit}/{filename}"
-        if not fs.exists(path):
-            yield None
-            return
-        with fs.open(path, "rb", block_size=STREAM_BLOCK) as fh:
+        # block_size=0: one sequential GET, read as far as needed (no range requests, no local copy)
+        with HfFileSystem().open(f"datasets/{self.repo}@{self.commit}/{filename}", "rb", block_size=0) as fh:
+            try:
+                fh.read(0)  # opens the connection: a missing file shows here
+            except EntryNotFoundError:
+                yield None
+                return
             yield fh
 
 
