@@ -1,7 +1,7 @@
 """Is the Hugging Face Hub reachable? One bounded probe, so offline runs fail in seconds.
 
-huggingface_hub retries a failed metadata request five times with growing pauses (about 25 s per
-file) before it falls back to its cache; callers ask here first and go cache-only when this says no.
+huggingface_hub retries a failed metadata request five times with growing pauses (1+2+4+8+8 = 23 s
+per file) before it gives up; callers ask here first and go cache-only when this says no.
 """
 
 from __future__ import annotations
