@@ -1,7 +1,6 @@
 """The build side's public API: `load_checkpoint`, `build_model`, `export_bundle` (see INTERFACES.md)."""
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from torch import nn
 
 import edgeclip
 from edgeclip.bundle import sha256_file
-from edgeclip.bundle.write import write_bundle
+from edgeclip.bundle.write import check_output, work_dir, write_bundle
 from export.checkpoint import (CheckpointError, check_keys, choose_layout, read_checkpoint, resolve_checkpoint,
                                unwrap_state_dict)
 from export.models.demo import DEMO_WEIGHTS
@@ -219,6 +218,7 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
     towers = tuple(dict.fromkeys(towers))
     if not towers or any(t not in ("image", "text") for t in towers):
         raise ExportError(f"towers must be a non-empty subset of ('image', 'text'), not {towers!r}")
+    check_output(out_dir)  # refuse an output that is in the way before minutes of work
     started = time.perf_counter()
     _progress(progress, "loading checkpoint")
     ckpt = load_checkpoint(spec.model_id, checkpoint)
@@ -230,7 +230,7 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
     gelu_info = _apply_gelu(model, spec, gelu, towers)
     n_check = 2 if batch == "dynamic" else int(batch)
     manifest_towers, readiness, files = {}, {}, {}
-    with tempfile.TemporaryDirectory(prefix=".edgeclip-export-", dir=Path(out_dir).expanduser().resolve().parent) as tmp:
+    with work_dir(out_dir) as tmp:
         for tower in towers:
             path = Path(tmp) / f"{tower}.onnx"
             _progress(progress, f"exporting the {tower} tower")

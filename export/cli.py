@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Optional, Sequence
 
+from edgeclip.bundle.write import OUTPUT_POLICY
 from export.registry import MODELS, UnknownModelError, resolve_model_id
 
 EPILOG = """\
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG)
     p.add_argument("--model", help="model: s0 s1 s2 b, mobileclip2-s0/-s2/-b/-s3/-s4, demo (see --list)")
     p.add_argument("--checkpoint", help="checkpoint file (.pt/.pth/.bin/.safetensors); default: cache, then Hub")
-    p.add_argument("--out", help="bundle directory to write (replaced atomically if it is an existing bundle)")
+    p.add_argument("--out", help=f"bundle folder to write: {OUTPUT_POLICY}")
     p.add_argument("--nnapi", action="store_true",
                    help="graphs for Android NNAPI in one partition: batch 1, tanh GELU, opset 16 (fixed shapes, "
                         "no Erf, LayerNormalization decomposed); another fixed --batch or a lower --opset may be "

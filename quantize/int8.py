@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from edgeclip.bundle.write import OUTPUT_POLICY, check_output
 from quantize.calibration import METHODS
 from quantize.errors import QuantizeError
 from quantize.fetch_calibration import (SOURCE_NAME, calibration_cached, default_dir, ensure_calibration,
@@ -95,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fidelity goal: mean centered cosine per tower (default 0.90)")
     p.add_argument("--min-speedup", type=float, default=1.0,
                    help="speed guard: a tower slower than this ratio vs fp32 stays fp32 (default 1.0)")
-    p.add_argument("--out", help="output bundle directory (default $EDGECLIP_HOME/bundles/<model>-int8-<target>)")
+    p.add_argument("--out", help="output bundle folder (default $EDGECLIP_HOME/bundles/<model>-int8-<target>): "
+                   f"{OUTPUT_POLICY}")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -153,6 +155,8 @@ def _main(args: argparse.Namespace) -> int:
         wanted = args.samples + (0 if args.eval_paths else args.eval_samples)
         calibration = [str(ensure_calibration(wanted, progress=not args.quiet))]
     goals = Goals(args.min_cosine, args.min_centered, args.min_speedup)
+    if args.out:
+        check_output(args.out)  # before an export of minutes
     with tempfile.TemporaryDirectory(prefix="edgeclip-int8-export-") as tmp:
         if args.bundle:
             fp32 = Path(args.bundle)

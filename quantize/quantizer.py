@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
@@ -148,9 +147,11 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
                     progress: bool = True) -> Path:
     """Quantize an fp32 bundle into ``out_dir`` (INT8 bundle + report.json + report.md); returns ``out_dir``."""
     from edgeclip.bundle import load_bundle
+    from edgeclip.bundle.write import check_output, work_dir
     from edgeclip.errors import BundleError
 
     started = time.perf_counter()
+    out_dir = check_output(out_dir)  # refuse an output that is in the way before the calibration
     try:
         bundle = load_bundle(fp32_bundle, verify=True)
     except BundleError as exc:
@@ -164,10 +165,7 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
     plan = plan_sources(calibration, eval_paths, samples, eval_samples, views, rand_augment)
     calib = CalibrationConfig(method=method, moving_average=moving_average, num_bins=num_bins, percentile=percentile)
     goals = goals or Goals()
-    out_dir = Path(out_dir).expanduser().resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".edgeclip-int8-", dir=out_dir.parent) as tmp:
-        work = Path(tmp)
+    with work_dir(out_dir) as work:
         q = Quantizer(bundle, tgt, plan, calib, goals, work, search_samples, progress, max_captions=captions)
         sample_pass = q.calibrate_all()
         ev = sample_pass.eval
