@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import logging
 import os
@@ -22,12 +23,13 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 from PIL import Image
 from tqdm import tqdm
 
 from edgeclip.files import atomic_path
+from edgeclip.paths import edgeclip_home
 from quantize.augment import AugmentError, parse_entry
 from quantize.datacompdr import (DR_REPO, SOURCE_NAME, URL_REPO, Candidate, DataUnavailable, HubDataset,
                                  iter_candidates, shard_file)
@@ -47,11 +49,6 @@ PROVENANCE = "provenance.json"
 DATACOMP_MAX_SIDE = 512
 _OWN_SHARD = re.compile(rf"^{SHARD_PREFIX}-\d{{6}}\.tar$")
 _FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
-
-
-def edgeclip_home() -> Path:
-    """``$EDGECLIP_HOME``, default ``~/.cache/edgeclip``."""
-    return Path(os.environ.get("EDGECLIP_HOME") or Path.home() / ".cache" / "edgeclip").expanduser()
 
 
 def default_dir() -> Path:
@@ -165,16 +162,15 @@ def _collect(opts: FetchOptions, work: _WorkDir, online: bool, dropped: dict) ->
     dr, urls = HubDataset(DR_REPO, online), HubDataset(URL_REPO, online)
     stream = iter_candidates(dr, urls, dropped, opts.first_shard)
     tried: list[Candidate] = []
-    good = sum(1 for uid in work.have)
-    bar = tqdm(total=opts.samples, initial=min(good, opts.samples), desc="calibration images", unit="img",
-               disable=not opts.progress)
+    bar = tqdm(total=opts.samples, initial=min(len(work.have), opts.samples), desc="calibration images",
+               unit="img", disable=not opts.progress)
     try:
         while True:
             good = sum(1 for c in tried if c.uid in work.have)
             need = opts.samples - good
             if need <= 0:
                 break
-            batch = _take(stream, need)
+            batch = list(itertools.islice(stream, need))
             if not batch:
                 break
             tried.extend(batch)
@@ -184,15 +180,6 @@ def _collect(opts: FetchOptions, work: _WorkDir, online: bool, dropped: dict) ->
         bar.close()
         stream.close()
     return tried, [dr, urls]
-
-
-def _take(stream: Iterator[Candidate], n: int) -> list[Candidate]:
-    out = []
-    for cand in stream:
-        out.append(cand)
-        if len(out) >= n:
-            break
-    return out
 
 
 def _write_set(out: Path, used: list[Candidate], work: _WorkDir) -> list[Path]:
