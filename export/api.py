@@ -12,13 +12,13 @@ from torch import nn
 import edgeclip
 from edgeclip.bundle import sha256_file
 from edgeclip.bundle.write import check_output, work_dir, write_bundle
-from export.checkpoint import (CheckpointError, check_keys, choose_layout, read_checkpoint, resolve_checkpoint,
-                               unwrap_state_dict)
+from export.checkpoint import (CheckpointError, check_keys, choose_layout, preprocess_for, read_checkpoint,
+                               resolve_checkpoint, spec_for_checkpoint, unwrap_state_dict)
 from export.models.demo import DEMO_WEIGHTS
 from export.onnx_export import (SOT, EOT, ExportError, Tower, check_graph, compare, convert_to_fp16, eot_pooling,
                                 export_tower, sample_inputs, use_tanh_gelu, validate)
 from export.reparam import executed_modules, reparameterize as reparameterize_in_place
-from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, ModelSpec, get_spec
+from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, LAYOUT_TIMM, ModelSpec, get_spec
 
 CheckpointArg = Union[None, str, Path, dict]
 DEFAULT_OPSET = 17
@@ -75,6 +75,7 @@ class LoadedCheckpoint:
     name: str
     sha256: Optional[str]
     path: Optional[Path]
+    model_id: str  # the model it loads as: the requested one, or its timm image-only variant for a timm file
 
     def describe(self) -> dict:
         """The manifest's `source_checkpoint` block."""
@@ -94,7 +95,8 @@ def load_checkpoint(model_id: str, checkpoint: CheckpointArg = None) -> LoadedCh
             path = Path(checkpoint).expanduser()
         sd, declared = read_checkpoint(path)
         name, digest = path.name, sha256_file(path)
-    return LoadedCheckpoint(sd, choose_layout(spec, sd, name, declared), name, digest, path)
+    spec = spec_for_checkpoint(spec, sd, declared)
+    return LoadedCheckpoint(sd, choose_layout(spec, sd, name, declared), name, digest, path, spec.model_id)
 
 
 def _construct(spec: ModelSpec, layout: str) -> nn.Module:
@@ -107,6 +109,10 @@ def _construct(spec: ModelSpec, layout: str) -> nn.Module:
         from export.models.apple import build_apple_model
 
         return build_apple_model(spec.model_id)
+    if layout == LAYOUT_TIMM:
+        from export.models.timm_image import build_timm_image_model
+
+        return build_timm_image_model(spec)
     from export.models.demo import build_demo_model
 
     return build_demo_model(checkpoint=None)
@@ -140,10 +146,10 @@ def _fit(spec: ModelSpec, model: nn.Module, ckpt: LoadedCheckpoint) -> dict:
 def _load(spec: ModelSpec, ckpt: LoadedCheckpoint) -> nn.Module:
     """Build the model and fill it from `ckpt` (one clear CheckpointError if it does not fit).
 
-    OpenCLIP models are built on `meta` and get the checkpoint's tensors assigned: their random init
+    OpenCLIP and timm models are built on `meta` and get the checkpoint's tensors assigned: their random init
     would cost seconds for nothing. The other builders run on CPU.
     """
-    on_meta = ckpt.layout == LAYOUT_OPEN_CLIP
+    on_meta = ckpt.layout in (LAYOUT_OPEN_CLIP, LAYOUT_TIMM)
     with torch.device("meta" if on_meta else "cpu"):
         model = _construct(spec, ckpt.layout)
     sd = _fit(spec, model, ckpt)
@@ -159,8 +165,8 @@ def _load(spec: ModelSpec, ckpt: LoadedCheckpoint) -> nn.Module:
 
 def build_model(model_id: str, checkpoint: CheckpointArg = None, reparameterize: bool = True) -> nn.Module:
     """The model in eval mode; `encode_image(x)` / `encode_text(ids)` return UNNORMALIZED embeddings."""
-    spec = get_spec(model_id)
-    model = _load(spec, load_checkpoint(spec.model_id, checkpoint))
+    ckpt = load_checkpoint(model_id, checkpoint)
+    model = _load(get_spec(ckpt.model_id), ckpt)
     return reparameterize_in_place(model) if reparameterize else model
 
 
@@ -201,7 +207,7 @@ def _module_counts(model: nn.Module, spec: ModelSpec, towers: Sequence[str]) -> 
 
 def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: CheckpointArg = None,
                   batch: Union[None, str, int] = None, gelu: Optional[str] = None, opset: Optional[int] = None,
-                  precision: str = "fp32", towers: Sequence[str] = ("image", "text"),
+                  precision: str = "fp32", towers: Optional[Sequence[str]] = None,
                   progress: Optional[Callable[[str], None]] = None, nnapi: bool = False,
                   strict: bool = True) -> Path:
     """Export a reparameterized, validated fp32/fp16 bundle to `out_dir` atomically; return the bundle dir.
@@ -209,19 +215,22 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
     Unset batch/gelu/opset default to dynamic/exact/17; `nnapi=True` makes them 1/tanh/16, the graphs
     NNAPI runs in one partition (see `resolve_options`). A graph outside the parity limits is an ExportError;
     with `strict=False` it is kept and its manifest parity entry says `passed: false` (for latency-only uses).
+    `towers` defaults to every tower the checkpoint has (the image tower alone for a timm image-only file).
     """
     spec = get_spec(model_id)
     options = resolve_options(nnapi, batch, gelu, opset)
     batch, gelu, opset = options.batch, options.gelu, options.opset
     if precision not in ("fp32", "fp16"):
         raise ExportError(f"precision must be fp32 or fp16, not {precision!r}")
-    towers = tuple(dict.fromkeys(towers))
-    if not towers or any(t not in ("image", "text") for t in towers):
+    towers = tuple(dict.fromkeys(towers)) if towers is not None else None
+    if towers is not None and (not towers or any(t not in ("image", "text") for t in towers)):
         raise ExportError(f"towers must be a non-empty subset of ('image', 'text'), not {towers!r}")
     check_output(out_dir)  # refuse an output that is in the way before minutes of work
     started = time.perf_counter()
     _progress(progress, "loading checkpoint")
     ckpt = load_checkpoint(spec.model_id, checkpoint)
+    spec = get_spec(ckpt.model_id)
+    towers = _towers_of(spec, ckpt, towers)
     _progress(progress, f"building {spec.model_id} ({ckpt.layout} layout) and reparameterizing")
     model = _load(spec, ckpt)
     before = _module_counts(model, spec, towers)
@@ -266,7 +275,7 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
             "embed_dim": int(next(iter(manifest_towers.values()))["outputs"][0]["shape"][1]),
             "logit_scale": _logit_scale(model),
             "towers": manifest_towers,
-            "preprocess": spec.preprocess,
+            "preprocess": preprocess_for(spec, ckpt.path),
             "tokenizer": None,
             "quantization": None,
             "device_readiness": readiness or None,
@@ -279,6 +288,16 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
         _progress(progress, "writing the bundle")
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         return write_bundle(out_dir, manifest, files)
+
+
+def _towers_of(spec: ModelSpec, ckpt: LoadedCheckpoint, towers: Optional[tuple]) -> tuple:
+    """The towers to export: all the model has when None; a tower the checkpoint lacks is an ExportError."""
+    missing = [t for t in towers or () if t not in spec.towers]
+    if missing:
+        raise ExportError(f"{ckpt.name} is an image-only {ckpt.layout} checkpoint ({spec.model_id}): it has no "
+                          f"{' or '.join(missing)} tower. Export it with --towers image, or use the CLIP release "
+                          f"(both towers) for text embeddings")
+    return towers or spec.towers
 
 
 def _logit_scale(model: nn.Module) -> Optional[float]:

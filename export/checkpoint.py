@@ -4,18 +4,25 @@ Every failure is a CheckpointError whose message names the file and what is wron
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Union
 
 from edgeclip.errors import EdgeclipError
 from quantize.hub_probe import hub_unreachable_reason
-from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, LAYOUTS, ModelSpec, Source
+from export.registry import (LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, LAYOUT_TIMM, LAYOUTS, MODELS, ModelSpec, Source,
+                             image_only_variant)
 
 StateDict = dict  # str -> torch.Tensor
 SHOWN_KEYS = 5  # how many offending keys an error message lists per kind
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+# top-level names of timm's fastvit_mci* and vit_base_mci_224 state_dicts (Apple's timm image-only releases)
+_TIMM_ROOTS = frozenset({"stem", "stages", "final_conv", "head", "patch_embed", "blocks", "norm", "cls_token",
+                         "pos_embed"})
+TIMM_CONFIG = "config.json"  # the timm release's config, next to its weights
 
 
 class CheckpointError(EdgeclipError):
@@ -95,15 +102,25 @@ def _all_tensors(d: Mapping) -> bool:
 
 # ---------------------------------------------------------------- layouts
 def detect_layout(keys: Iterable[str]) -> Optional[str]:
-    """`ml-mobileclip` (Apple), `open_clip`, or None when the keys look like neither."""
+    """`ml-mobileclip` (Apple), `open_clip`, `timm` (image tower alone), or None when the keys look like none."""
     keys = list(keys)
     apple = sum(k.startswith(("image_encoder.", "text_encoder.")) for k in keys)
     oc = sum(k.startswith(("visual.", "text.", "transformer.", "token_embedding")) for k in keys)
+    timm = sum(k.split(".", 1)[0] in _TIMM_ROOTS for k in keys)
     if apple and apple >= 0.9 * (len(keys) - 1):
         return LAYOUT_APPLE
     if oc and oc >= 0.9 * (len(keys) - 1):
         return LAYOUT_OPEN_CLIP
+    if timm and timm == len(keys):
+        return LAYOUT_TIMM
     return None
+
+
+def spec_for_checkpoint(spec: ModelSpec, keys: Iterable[str], declared: Optional[str] = None) -> ModelSpec:
+    """`spec`, or its image-only timm variant when the file is a timm image tower (`--model s0` + a `_timm` file)."""
+    if LAYOUT_TIMM in spec.layouts or (declared or detect_layout(keys)) != LAYOUT_TIMM:
+        return spec
+    return image_only_variant(spec) or spec
 
 
 def choose_layout(spec: ModelSpec, keys: Iterable[str], name: str, declared: Optional[str] = None) -> str:
@@ -114,7 +131,41 @@ def choose_layout(spec: ModelSpec, keys: Iterable[str], name: str, declared: Opt
     if found in spec.layouts:
         return found
     what = f"an {found} checkpoint" if found else "a checkpoint whose keys match no known layout"
-    raise CheckpointError(f"{name} is {what}, but {spec.model_id} loads only: {', '.join(spec.layouts)}")
+    hint = ""
+    if found == LAYOUT_TIMM:
+        timm_ids = [m.model_id for m in MODELS.values() if LAYOUT_TIMM in m.layouts]
+        hint = f" (image-only timm checkpoints load as: {', '.join(timm_ids)})"
+    raise CheckpointError(f"{name} is {what}, but {spec.model_id} loads only: {', '.join(spec.layouts)}{hint}")
+
+
+def preprocess_for(spec: ModelSpec, checkpoint: Optional[Path]) -> dict:
+    """The bundle's preprocessing: the timm release's own `config.json` beside the weights, else the registry's.
+
+    A config for another architecture, head size or input size is a CheckpointError naming the file.
+    """
+    config = checkpoint.parent / TIMM_CONFIG if checkpoint is not None else None
+    if LAYOUT_TIMM not in spec.layouts or config is None or not config.is_file():
+        return spec.preprocess
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+        cfg = data.get("pretrained_cfg") or {}
+        arch, classes = data.get("architecture"), int(data.get("num_classes", spec.embed_dim))
+        size = int(list(cfg.get("input_size", (3, spec.image_size, spec.image_size)))[-1])
+        mode = cfg.get("crop_mode", "center")
+        mean, std = (list(map(float, cfg.get(k, d))) for k, d in (("mean", spec.mean_std[0]), ("std", spec.mean_std[1])))
+        crop_pct = float(cfg.get("crop_pct", spec.crop_pct))
+        interpolation = str(cfg.get("interpolation", spec.interpolation))
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"cannot read the timm config {config}: {exc}") from None
+    wrong = [f"architecture {arch!r} (expected {spec.timm_model!r})" if arch not in (None, spec.timm_model) else "",
+             f"num_classes {classes} (expected {spec.embed_dim})" if classes != spec.embed_dim else "",
+             f"input size {size} (expected {spec.image_size})" if size != spec.image_size else "",
+             f"crop_mode {mode!r} (only 'center' is supported)" if mode != "center" else "",
+             f"crop_pct {crop_pct} (expected 0 < crop_pct <= 1)" if not 0 < crop_pct <= 1 else ""]
+    if any(wrong):
+        raise CheckpointError(f"{config} does not describe {spec.model_id}: " + ", ".join(w for w in wrong if w))
+    return {**spec.preprocess, "resize": math.floor(size / crop_pct), "interpolation": interpolation, "mean": mean,
+            "std": std}
 
 
 def check_keys(expected: Mapping[str, tuple], state_dict: Mapping, model_id: str, layout: str, name: str) -> None:

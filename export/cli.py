@@ -14,11 +14,14 @@ examples:
   python -m export --model s0 --checkpoint mobileclip_s0.pt --out bundles/s0
   python -m export --model mobileclip2-s0 --checkpoint open_clip_model.safetensors --out bundles/mc2-s0
   python -m export --model s0 --checkpoint mobileclip_s0.pt --nnapi --out bundles/s0-nnapi
+  python -m export --model s0-timm --checkpoint pytorch_model.bin --out bundles/s0-timm
   python -m export --list
 
 Without --checkpoint the file is looked up in $EDGECLIP_HOME/checkpoints/<model>/ (default
 ~/.cache/edgeclip), then downloaded from the Hugging Face Hub if huggingface_hub is installed.
-Checkpoints: Apple's ml-mobileclip .pt files or OpenCLIP .bin/.safetensors; the layout is detected.
+Checkpoints: Apple's ml-mobileclip .pt files, OpenCLIP .bin/.safetensors, or Apple's timm image towers
+(apple/mobileclip_*_timm: image-only bundle, preprocessing from the config.json beside the file); the
+layout is detected, and a timm file given with --model s0 exports as s0-timm.
 """
 
 
@@ -53,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, help="ONNX opset (default: 17; 16 with --nnapi)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="weights and compute precision; inputs/outputs stay float32")
-    p.add_argument("--towers", nargs="+", choices=("image", "text"), default=["image", "text"],
-                   help="which towers to export (default both)")
+    p.add_argument("--towers", nargs="+", choices=("image", "text"),
+                   help="which towers to export (default: all the checkpoint has; image only for timm files)")
     p.add_argument("--list", action="store_true", help="list the supported models with their sizes and exit")
     p.add_argument("--json", action="store_true", help="print the result (or the model list) as JSON")
     return p
@@ -67,7 +70,7 @@ def list_models() -> list[dict]:
         rows.append({"model_id": spec.model_id, "aliases": list(spec.aliases), "name": spec.display_name,
                      "image_size": spec.image_size, "embed_dim": spec.embed_dim,
                      "params_image_m": spec.params_image_m, "params_text_m": spec.params_text_m,
-                     "layouts": list(spec.layouts),
+                     "layouts": list(spec.layouts), "towers": list(spec.towers),
                      "sources": [{"layout": s.layout, "repo": s.repo, "file": s.filename} for s in spec.sources]})
     return rows
 
@@ -77,10 +80,12 @@ def _print_list(as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'model':16} {'alias':6} {'image':>6} {'dim':>4} {'params img+txt (M)':>19}  layouts")
+    print(f"{'model':20} {'alias':18} {'image':>6} {'dim':>4} {'params img+txt (M)':>19}  layouts")
     for r in rows:
         size = f"{r['params_image_m']:.1f} + {r['params_text_m']:.1f}" if r["params_image_m"] else "tiny"
-        print(f"{r['model_id']:16} {','.join(r['aliases']):6} {r['image_size']:>6} {r['embed_dim']:>4} "
+        if r["towers"] == ["image"]:
+            size = f"{r['params_image_m']:.1f} image only"
+        print(f"{r['model_id']:20} {','.join(r['aliases']):18} {r['image_size']:>6} {r['embed_dim']:>4} "
               f"{size:>19}  {', '.join(r['layouts'])}")
 
 
@@ -110,7 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"python -m export: error: {exc}", file=sys.stderr)
         return 2
 
-    steps = 3 + 2 * len(set(args.towers))
+    steps = 3 + 2 * len(set(args.towers or ("image", "text")))
     with tqdm(total=steps, desc=f"export {model_id}", unit="step", file=sys.stderr,
               bar_format="{desc}: {n_fmt}/{total_fmt} {bar} [{elapsed}]") as bar:
         calls = []
@@ -124,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             out = export_bundle(model_id, args.out, checkpoint=args.checkpoint, batch=options.batch,
                                 gelu=options.gelu, opset=options.opset, precision=args.precision,
-                                towers=tuple(args.towers), progress=progress, nnapi=options.nnapi)
+                                towers=tuple(args.towers) if args.towers else None, progress=progress, nnapi=options.nnapi)
         except EdgeclipError as exc:
             bar.close()
             print(f"python -m export: error: {exc}\nNo bundle was written.", file=sys.stderr)

@@ -62,6 +62,12 @@ def checkpoint_keys(model_id: str) -> list[tuple[str, tuple[int, ...], bool]]:
         from export.models.apple import apple_checkpoint_keys
 
         return [(k, tuple(s), k.endswith("num_batches_tracked")) for k, s in apple_checkpoint_keys(spec.model_id)]
+    if spec.timm_model:  # an image-only timm release: timm's own state_dict
+        from export.models.timm_image import build_timm_image_model
+
+        with torch.device("meta"):
+            sd = build_timm_image_model(spec).state_dict()
+        return [(k, tuple(v.shape), not v.is_floating_point()) for k, v in sd.items()]
     import open_clip
 
     sd = open_clip.create_model(spec.open_clip_name).state_dict()

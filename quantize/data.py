@@ -28,6 +28,7 @@ class EvalSet:
     captions: list[str] = field(default_factory=list)
     teacher_image: list[np.ndarray | None] = field(default_factory=list)
     teacher_text: list[np.ndarray | None] = field(default_factory=list)
+    count: int = 0  # held-out samples taken (an image-only bundle's samples need no caption)
 
     @property
     def has_teacher(self) -> bool:
@@ -62,18 +63,19 @@ def plan_sources(paths: Sequence[str | os.PathLike], eval_paths: Sequence[str | 
                            source=", ".join(str(p) for p in paths))
 
 
-def _eval_entry(sample: DecodedSample, spec: dict, out: EvalSet) -> None:
+def _eval_entry(sample: DecodedSample, spec: dict, out: EvalSet, text: bool = True) -> None:
     """Add one held-out sample: its first stored view (the teacher's crop) or the plain preprocessing."""
     from edgeclip.preprocess import preprocess_image
 
     caps = sample.captions
-    if not caps:
+    if not caps and text:
         raise AugmentError(f"evaluation sample {sample.key} has no caption")
     if spec is not None:  # None: text-only bundle
         out.images.append(augmented_view(sample.image, sample.param_aug[0], spec) if sample.param_aug
                           else preprocess_image(sample.image, spec))
-    out.pair_captions.append(caps[0])
+    out.pair_captions.extend(caps[:1])
     out.captions.extend(caps)
+    out.count += 1
     has = sample.image_emb is not None and sample.text_emb is not None and bool(sample.caption)
     out.teacher_image.append(sample.image_emb[0] if has else None)
     out.teacher_text.append(sample.text_emb[0] if has else None)
@@ -82,8 +84,8 @@ def _eval_entry(sample: DecodedSample, spec: dict, out: EvalSet) -> None:
 class SamplePass:
     """One pass over the samples: fills the eval set, collects captions, streams calibration views."""
 
-    def __init__(self, plan: CalibrationPlan, spec: dict | None, search_images: int = 16):
-        self.plan, self.spec, self.search_images = plan, spec, search_images
+    def __init__(self, plan: CalibrationPlan, spec: dict | None, search_images: int = 16, text: bool = True):
+        self.plan, self.spec, self.search_images, self.text = plan, spec, search_images, text
         self.stats = ReadStats()
         self.eval = EvalSet()
         self.captions: list[str] = []
@@ -92,7 +94,7 @@ class SamplePass:
 
     def _add_eval(self, sample: DecodedSample) -> bool:
         try:
-            _eval_entry(sample, self.spec, self.eval)
+            _eval_entry(sample, self.spec, self.eval, self.text)
             return True
         except (AugmentError, ValueError) as exc:
             self.stats.skip(f"bad eval sample: {exc.__class__.__name__}")
@@ -100,7 +102,7 @@ class SamplePass:
 
     def _load_eval(self) -> None:
         for sample in iter_samples(self.plan.evaluation, self.stats):
-            if len(self.eval.pair_captions) >= self.plan.eval_samples:
+            if self.eval.count >= self.plan.eval_samples:
                 break
             self._add_eval(sample)
 
@@ -110,7 +112,7 @@ class SamplePass:
             self._load_eval()
         taken = 0
         for sample in iter_samples(self.plan.calibration, self.stats):
-            if self.plan.evaluation is None and len(self.eval.pair_captions) < self.plan.eval_samples:
+            if self.plan.evaluation is None and self.eval.count < self.plan.eval_samples:
                 self._add_eval(sample)
                 continue
             if taken >= self.plan.samples:
@@ -130,8 +132,8 @@ class SamplePass:
             self.calibration_images = taken
             if on_sample:
                 on_sample()
-        if len(self.eval.pair_captions) < 2:
-            raise QuantizeError(f"only {len(self.eval.pair_captions)} usable evaluation samples in "
+        if self.eval.count < 2:
+            raise QuantizeError(f"only {self.eval.count} usable evaluation samples in "
                                 f"{self.plan.evaluation or self.plan.calibration}; need at least 2")
         if taken == 0:
             raise QuantizeError(f"no usable calibration sample in {self.plan.source} "

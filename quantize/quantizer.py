@@ -101,7 +101,7 @@ class Quantizer:
     def calibrate_all(self) -> SamplePass:
         """One pass over the samples: image calibration streams, captions and eval are collected."""
         spec = self.manifest.get("preprocess") if "image" in self.towers else None
-        sample_pass = SamplePass(self.plan, spec, search_images=self.search_samples)
+        sample_pass = SamplePass(self.plan, spec, search_images=self.search_samples, text="text" in self.towers)
         if "image" in self.towers:
             path = self._prepare("image")
             name, batch = self._io("image")

@@ -41,6 +41,7 @@ ARCHS = {
     "mobileclip-s2": AppleArch("fastvit_mci2", 12, None, causal_text=False),
     "mobileclip-b": AppleArch("vit_base_mci_224", 12, None, causal_text=True),
 }
+ARCHS["mobileclip-b-lt"] = ARCHS["mobileclip-b"]  # B (LT): the same network, trained longer
 
 
 def _arch(model_id: str) -> AppleArch:
