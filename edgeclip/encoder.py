@@ -4,13 +4,14 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
 from edgeclip.bundle import Bundle, load_bundle
 from edgeclip.errors import BundleError, EdgeclipError, ImageError, InputError, TextError
-from edgeclip.preprocess import DEFAULT_MAX_PIXELS, is_single_image, preprocess_image
+from edgeclip.preprocess import DEFAULT_MAX_PIXELS, MODES, is_single_image, preprocess_image, resolve_mode
+from edgeclip.stream import Batch, OnError, check_stream_args, default_workers, stream_batches
 from edgeclip.zeroshot import DEFAULT_LOGIT_SCALE, LabelBank, l2_normalize, similarity
 from edgeclip import zeroshot
 from runtime.session import create_session, run_batched
@@ -62,9 +63,36 @@ class _Tower:
         return run_batched(self.session, self.input_name, self.output_name, x, self.fixed_batch, f"{self.name} tower")
 
 
-def _check_batch_size(batch_size: int) -> None:
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+def _select_towers(bundle: Bundle, towers: Union[None, str, Sequence[str]]) -> list[str]:
+    """The towers to load: all of the bundle's (None), or those named, each of which the bundle must have."""
+    if towers is None:
+        return list(bundle.towers)
+    names = [towers] if isinstance(towers, str) else list(towers)
+    if not names or any(not isinstance(n, str) for n in names):
+        raise InputError(f"towers must be 'image', 'text' or a list of them, got {towers!r}")
+    for name in names:
+        if name not in bundle.towers:
+            raise BundleError(f"bundle {bundle.root} has no {name} tower (it has: {', '.join(bundle.towers)})")
+    return list(dict.fromkeys(names))
+
+
+def _image_items(images: Any) -> Iterable[Any]:
+    """One image as a 1-item list; a 4-D array as its images; any other iterable as it is."""
+    if is_single_image(images):
+        return [images]
+    if isinstance(images, np.ndarray):
+        if images.ndim == 4:
+            return images
+        raise ImageError(f"an image array must be HxWx3 or NxHxWx3 uint8; got shape {images.shape} dtype {images.dtype}")
+    if isinstance(images, (dict, set, frozenset)) or not hasattr(images, "__iter__"):
+        raise ImageError(f"unsupported image input of type {type(images).__name__}; give an image or an iterable of them")
+    return images
+
+
+def _checked_text(text: Any) -> str:
+    if not isinstance(text, str):
+        raise TextError(f"a text must be a string, not {type(text).__name__}: {text!r:.60}")
+    return text
 
 
 class Encoder:
@@ -73,7 +101,10 @@ class Encoder:
     `providers`: "auto", a short name (cpu, xnnpack, nnapi), an ONNX Runtime provider name, or a list of
     these in priority order. `threads`: ONNX Runtime intra-op threads (None: ORT's default).
     `prefer_ort`: run the towers' `.ort` alternates where the bundle lists them (minimal ORT builds).
-    Empty input lists give a [0, D] array.
+    `towers`: load only these ("image", "text" or both; default all the bundle has): an image-only encoder
+    never loads the text graph or the tokenizer. `preprocess_mode`: "fast" or "exact" (default: the bundle's
+    preprocess "mode", else edgeclip.preprocess.DEFAULT_MODE). `workers`: image decode threads of the
+    streaming path (default edgeclip.stream.default_workers()). Empty input lists give a [0, D] array.
     """
 
     def __init__(
@@ -86,10 +117,19 @@ class Encoder:
         max_pixels: int = DEFAULT_MAX_PIXELS,
         tokenizer_backend: str = "auto",
         prefer_ort: bool = False,
+        towers: Union[None, str, Sequence[str]] = None,
+        preprocess_mode: Optional[str] = None,
+        workers: Optional[int] = None,
     ):
+        if preprocess_mode is not None and preprocess_mode not in MODES:
+            raise InputError(f"preprocess_mode must be one of {', '.join(MODES)} or None, got {preprocess_mode!r}")
+        check_stream_args(1, "raise", workers)
         self.bundle = load_bundle(bundle, verify=verify)
         self.max_pixels = max_pixels
-        self._towers = {name: _Tower(self.bundle, name, providers, threads, prefer_ort) for name in self.bundle.towers}
+        self.workers = default_workers() if workers is None else workers
+        names = _select_towers(self.bundle, towers)
+        self._towers = {name: _Tower(self.bundle, name, providers, threads, prefer_ort) for name in names}
+        self.preprocess_mode = resolve_mode(preprocess_mode, self.bundle.preprocess) if "image" in names else None
         self._tokenizer = self._load_tokenizer(tokenizer_backend) if "text" in self._towers else None
         self._tokenize_lock = threading.Lock()
         if "image" in self._towers:
@@ -152,34 +192,57 @@ class Encoder:
 
     def _tower(self, name: str) -> _Tower:
         if name not in self._towers:
+            if name in self.bundle.towers:
+                raise InputError(f"this Encoder was made with towers={list(self._towers)}; pass towers including "
+                                 f"{name!r} to embed with the bundle's {name} tower")
             raise BundleError(f"bundle {self.bundle.root} has no {name} tower (it has: {', '.join(self._towers)})")
         return self._towers[name]
 
+    def preprocess(self, image: Any) -> np.ndarray:
+        """One image -> the image tower's float32 [3, S, S] input (this encoder's mode and pixel limit)."""
+        return preprocess_image(image, self.bundle.preprocess, max_pixels=self.max_pixels, mode=self.preprocess_mode)
+
+    def _run_images(self, rows: list) -> np.ndarray:
+        return l2_normalize(self._towers["image"].run(np.stack(rows)))
+
+    def _run_texts(self, rows: list) -> np.ndarray:
+        return l2_normalize(self._towers["text"].run(self.tokenize(rows)))
+
+    def embed_images(self, images: Iterable[Any], batch_size: int = 8, *, on_error: OnError = "raise",
+                     workers: Optional[int] = None, with_index: bool = False) -> Iterator[Batch]:
+        """Stream embeddings of any iterable of images: a generator of float32 [B, D] batches in input order.
+
+        Decoding runs in `workers` threads (default: the Encoder's) overlapping inference, reading the input
+        a bounded distance ahead. `on_error`: "raise", "skip" or callable(index, item, error); with
+        `with_index` each batch is (input positions int64 [B], embeddings [B, D]). See edgeclip.stream.
+        """
+        self._tower("image")
+        workers = self.workers if workers is None else workers
+        check_stream_args(batch_size, on_error, workers)
+        return stream_batches(_image_items(images), self.preprocess, self._run_images, batch_size, on_error,
+                              workers, with_index)
+
+    def embed_texts(self, texts: Iterable[str], batch_size: int = 64, *, on_error: OnError = "raise",
+                    with_index: bool = False) -> Iterator[Batch]:
+        """Stream embeddings of any iterable of strings: a generator of float32 [B, D] batches in input order.
+
+        A non-string item is a TextError, handled as `on_error` says; `with_index` as in embed_images.
+        """
+        self._tower("text")
+        check_stream_args(batch_size, on_error)
+        items = [texts] if isinstance(texts, str) else texts
+        if not hasattr(items, "__iter__") or isinstance(items, (dict, set, frozenset, bytes)):
+            raise TextError(f"texts must be a string or an iterable of strings, got {type(texts).__name__}")
+        return stream_batches(items, _checked_text, self._run_texts, batch_size, on_error, 0, with_index)
+
     def encode_image(self, images: Any, batch_size: int = 8) -> np.ndarray:
         """Embed one image or a list (paths, bytes, PIL images, HxWx3 uint8 arrays) -> float32 [N, D]."""
-        tower = self._tower("image")
-        _check_batch_size(batch_size)
+        self._tower("image")
+        check_stream_args(batch_size, "raise")
         if is_single_image(images):
-            items = [images]
-        elif isinstance(images, np.ndarray) and images.ndim == 4:
-            items = list(images)
-        elif hasattr(images, "__iter__"):
-            items = list(images)
-        else:
-            raise ImageError(f"unsupported image input of type {type(images).__name__}")
-        if not items:
-            return np.zeros((0, self.embed_dim), dtype=np.float32)
-        spec = self.bundle.preprocess
-        outs = []
-        for start in range(0, len(items), batch_size):
-            batch = []
-            for i, item in enumerate(items[start : start + batch_size], start):
-                try:
-                    batch.append(preprocess_image(item, spec, max_pixels=self.max_pixels))
-                except ImageError as exc:
-                    raise ImageError(f"item {i}: {exc}" if len(items) > 1 else str(exc)) from None
-            outs.append(tower.run(np.stack(batch)))
-        return l2_normalize(np.concatenate(outs))
+            return self._run_images([self.preprocess(images)])
+        parts = list(self.embed_images(images, batch_size))
+        return np.concatenate(parts) if parts else np.zeros((0, self.embed_dim), dtype=np.float32)
 
     def tokenize(self, texts: Union[str, Sequence[str]]) -> np.ndarray:
         """Token ids int64 [N, context_length] (pad 0, eot 49407; long texts cut to the context)."""
@@ -196,13 +259,14 @@ class Encoder:
 
     def encode_text(self, texts: Union[str, Sequence[str]], batch_size: int = 64) -> np.ndarray:
         """Embed one string or a list -> float32 [N, D]; "" is embedded as CLIP does, endless text is truncated."""
-        tower = self._tower("text")
-        _check_batch_size(batch_size)
-        if isinstance(texts, (list, tuple)) and not texts:
-            return np.zeros((0, self.embed_dim), dtype=np.float32)
-        ids = self.tokenize(texts)
-        outs = [tower.run(ids[s : s + batch_size]) for s in range(0, len(ids), batch_size)]
-        return l2_normalize(np.concatenate(outs))
+        self._tower("text")
+        check_stream_args(batch_size, "raise")
+        if isinstance(texts, str):
+            return self._run_texts([texts])
+        if not isinstance(texts, (list, tuple)):
+            raise TextError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
+        parts = list(self.embed_texts(texts, batch_size))
+        return np.concatenate(parts) if parts else np.zeros((0, self.embed_dim), dtype=np.float32)
 
     def label_embeddings(self, labels: Sequence[str], templates: Optional[Sequence[str]] = None) -> np.ndarray:
         """Normalized [L, D] label embeddings averaged over templates; cached per (labels, templates)."""

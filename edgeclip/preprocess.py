@@ -16,6 +16,7 @@ through Pillow's own RGB conversion.
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -29,7 +30,9 @@ MAX_INTERMEDIATE_PIXELS = 4_000_000  # "exact" resizes the whole image only whil
 BACKGROUND = (255, 255, 255)  # what transparent pixels become
 MODES = ("fast", "exact")
 DEFAULT_MODE = "fast"
-DRAFT_FACTOR = 2  # "fast" decodes JPEGs at reduced scale but keeps at least this many pixels per output pixel
+# "fast" decodes JPEGs at 1/2, 1/4 or 1/8 scale keeping at least this many pixels per resized pixel (at 2 the
+# DCT's own smoothing adds visibly to the resize filter's; 2.5 keeps a 12 MP photo at 1/4 for a 256 crop).
+DRAFT_FACTOR = 2.5
 # Formats Pillow may open (multi-picture JPEGs open as JPEG); anything else (EPS/PS would start Ghostscript) is refused.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF", "PPM")
 
@@ -293,7 +296,7 @@ def preprocess_image(image: ImageInput, spec: dict, max_pixels: int = DEFAULT_MA
     """
     resize, crop, _, interpolation, mean, std = _spec_values(spec)
     mode = resolve_mode(mode, spec)
-    min_short = DRAFT_FACTOR * resize if mode == "fast" else None
+    min_short = math.ceil(DRAFT_FACTOR * resize) if mode == "fast" else None
     im, full = _load(image, max_pixels, min_short)
     return to_tensor(resize_and_crop(im, resize, crop, interpolation, mode, full), mean, std)
 
