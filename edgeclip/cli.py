@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", action="append", default=[], metavar="TEXT", help="a text to embed (repeatable)")
     p.add_argument("--out", metavar="X.npy", help="write the float32 [N, D] embeddings here (atomically)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per ONNX Runtime call (default 8)")
+    p.add_argument("--preprocess", choices=("fast", "exact"), metavar="MODE",
+                   help="image preprocessing: fast (JPEGs decoded at reduced scale) or exact (torchvision-equal); "
+                        "default: the bundle's, else fast")
 
     p = sub.add_parser("classify", parents=[_common()], help="zero-shot classify images against labels")
     p.add_argument("bundle", metavar="BUNDLE")
@@ -141,18 +144,22 @@ def _progress(total: int, enabled: bool):
 
 
 def cmd_embed(args: argparse.Namespace) -> dict:
+    """Stream the files through Encoder.embed_images (decode threads overlap inference), then the texts."""
+    from edgeclip.encoder import Encoder
+
     if not args.files and not args.text:
         raise InputError("nothing to embed: give image FILES and/or --text")
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    enc = _encoder(args)
+    towers = (["image"] if args.files else []) + (["text"] if args.text else [])
+    enc = Encoder(args.bundle, providers=_providers(args.providers), threads=args.threads, towers=towers,
+                  preprocess_mode=args.preprocess)
     parts = []
     if args.files:
         with _progress(len(args.files), enabled=len(args.files) > args.batch_size) as bar:
-            for start in range(0, len(args.files), args.batch_size):
-                chunk = args.files[start : start + args.batch_size]
-                parts.append(enc.encode_image(chunk, batch_size=args.batch_size))
-                bar.update(len(chunk))
+            for batch in enc.embed_images(args.files, batch_size=args.batch_size):
+                parts.append(batch)
+                bar.update(len(batch))
     if args.text:
         parts.append(enc.encode_text(args.text))
     emb = np.concatenate(parts)
