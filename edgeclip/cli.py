@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", metavar="BUNDLE")
     p.add_argument("files", nargs="*", metavar="FILES", help="image files")
     p.add_argument("--text", action="append", default=[], metavar="TEXT", help="a text to embed (repeatable)")
-    p.add_argument("--out", metavar="X.npy", help="write the float32 [N, D] embeddings here (atomically)")
+    p.add_argument("--out", type=_out_file, metavar="X.npy", help="write the float32 [N, D] embeddings here (atomically)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="images per ONNX Runtime call (default 8)")
     p.add_argument("--preprocess", choices=("fast", "exact"), metavar="MODE",
                    help="image preprocessing: fast (JPEGs decoded at reduced scale) or exact (torchvision-equal); "
@@ -73,11 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, metavar="A,B,C", help="comma-separated class names")
     p.add_argument("--templates", nargs="+", metavar="T",
                    help="prompt templates with {} for the label (default: a built-in CLIP-style list)")
-    p.add_argument("--top-k", type=int, default=5, metavar="K", help="labels to show per image (default 5)")
+    p.add_argument("--top-k", type=_positive, default=5, metavar="K", help="labels to show per image (default 5)")
 
     p = sub.add_parser("doctor", parents=[_common()], help="device readiness: NNAPI/XNNPACK coverage of the towers")
     p.add_argument("bundle", metavar="BUNDLE")
     return parser
+
+
+def _positive(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _out_file(text: str) -> str:
+    """argparse type for --out: a non-empty file name (an empty one used to print to stdout instead)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a file such as emb.npy, got an empty name")
+    return text
 
 
 def _providers(arg: str) -> Any:
@@ -94,9 +112,14 @@ def _encoder(args: argparse.Namespace):
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    """Write an .npy atomically: a temp file in the same folder, then rename."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, array)
+    """Write an .npy atomically: a temp file in the same folder, then rename; errors name `path`, not the temp file."""
+    if path.is_dir():
+        raise InputError(f"--out {path} is a directory; give a file name such as {path / 'embeddings.npy'}")
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, array)
+    except OSError as exc:
+        raise EdgeclipError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def cmd_info(args: argparse.Namespace) -> dict:

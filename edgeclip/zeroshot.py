@@ -96,6 +96,13 @@ class LabelBank:
         return bank
 
 
+def check_top_k(top_k: object) -> Optional[int]:
+    """`top_k` if it is None (every label) or a positive integer; else InputError naming the value."""
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise InputError(f"top_k must be a positive integer (labels to return per image) or None, got {top_k!r}")
+    return top_k
+
+
 def rank_labels(image_emb: np.ndarray, bank: np.ndarray, labels: Sequence[str], logit_scale: float,
                 top_k: Optional[int]) -> list[list[tuple[str, float]]]:
     """Per image: [(label, probability)] sorted best first, probabilities = softmax(logit_scale * cosine)."""
@@ -103,7 +110,7 @@ def rank_labels(image_emb: np.ndarray, bank: np.ndarray, labels: Sequence[str], 
     logits -= logits.max(axis=1, keepdims=True)
     probs = np.exp(logits)
     probs /= probs.sum(axis=1, keepdims=True)
-    k = len(labels) if top_k is None else max(1, min(int(top_k), len(labels)))
+    k = len(labels) if check_top_k(top_k) is None else min(top_k, len(labels))
     order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
     return [[(labels[j], float(p[j])) for j in row] for p, row in zip(probs, order)]
 
@@ -111,12 +118,13 @@ def rank_labels(image_emb: np.ndarray, bank: np.ndarray, labels: Sequence[str], 
 def classify(encoder: Any, images: Any, labels: Sequence[str], templates: Optional[Sequence[str]] = None,
              top_k: Optional[int] = None) -> list:
     """Zero-shot classify with an Encoder: one image -> [(label, prob)] best first; a list -> one such list per image."""
+    check_top_k(top_k)
     bank = encoder.label_embeddings(labels, templates)
     ranked = rank_labels(encoder.encode_image(images), bank, list(labels), encoder.logit_scale, top_k)
     return ranked[0] if is_single_image(images) else ranked
 
 
 __all__ = [
-    "DEFAULT_LOGIT_SCALE", "DEFAULT_TEMPLATES", "LabelBank", "classify", "l2_normalize", "normalize_labels",
+    "DEFAULT_LOGIT_SCALE", "DEFAULT_TEMPLATES", "LabelBank", "check_top_k", "classify", "l2_normalize", "normalize_labels",
     "rank_labels", "similarity",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Union
 
@@ -64,12 +65,26 @@ def read_checkpoint(path: Union[str, Path]) -> tuple[StateDict, Optional[str]]:
 
             raw = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, bad header: all reported the same way
+        _refuse_code_objects(path, exc)
         size = path.stat().st_size
         raise CheckpointError(
             f"cannot read checkpoint {path.name} ({size} bytes): it is truncated, corrupt or not a plain "
             f"PyTorch/safetensors state_dict ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
         ) from None
     return unwrap_state_dict(raw, path.name), (declared if declared in LAYOUTS else None)
+
+
+def _refuse_code_objects(path: Path, exc: Exception) -> None:
+    """Raise CheckpointError in edgeclip's words when torch.load(weights_only=True) refused pickled code objects."""
+    if type(exc).__name__ != "UnpicklingError" or "weights only load failed" not in str(exc).lower():
+        return
+    names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(exc))))
+    raise CheckpointError(
+        f"cannot read checkpoint {path.name}: it holds pickled code objects "
+        f"({', '.join(names) or 'Python objects other than tensors'}) that a plain state_dict never needs; edgeclip "
+        "refused to unpickle them, since that could run code on this machine, and reads checkpoints as tensors only. "
+        "If you trust the file, load it in your own torch session and save just its state_dict "
+        "(torch.save(sd, path) or safetensors)") from None
 
 
 def unwrap_state_dict(raw: object, name: str = "checkpoint") -> StateDict:

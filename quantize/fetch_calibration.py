@@ -241,8 +241,9 @@ def fetch_calibration(opts: FetchOptions) -> dict:
                               f"(or pass it with --calibration).") from None
     used = [c for c in tried if c.uid in work.have][:opts.samples]
     if not used:
+        skipped = dict(Counter(work.skipped[c.uid] for c in tried if c.uid in work.skipped))
         raise QuantizeError(f"no usable calibration image among {len(tried)} DataCompDR-12M samples "
-                            f"(skipped: {dict(Counter(work.skipped[c.uid] for c in tried if c.uid in work.skipped))})")
+                            f"(skipped: {skipped}; metadata dropped before download: {dropped})")
     (out / PROVENANCE).unlink(missing_ok=True)  # the set is unfinished until the new provenance is written
     shards = _write_set(out, used, work)
     prov = _provenance(opts, tried, used, work, repos, dropped, shards, started)

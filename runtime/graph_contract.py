@@ -75,8 +75,8 @@ def check_tower_graph(bundle: Bundle, name: str, session: Any) -> Optional[int]:
 
     batch = spec.get("batch", "dynamic")
     if isinstance(batch, int) and _static(graph_in.shape, 0) != batch:
-        raise BundleError(f"{what}: towers.{name}.batch is {batch} but the graph's input batch is "
-                          f"{graph_in.shape[0] if graph_in.shape else '?'}")
+        raise BundleError(f"{what}: the manifest says batch {batch}, the graph takes "
+                          f"{graph_in.shape[0] if graph_in.shape else '?'} (towers.{name}.batch)")
     dim = _static(graph_out.shape or [], -1)
     if dim is not None and bundle.embed_dim is not None and dim != bundle.embed_dim:
         raise BundleError(f"{what}: embed_dim is {bundle.embed_dim} but the graph's output {out_name!r} has "
