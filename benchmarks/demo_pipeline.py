@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import shlex
 import statistics
 import sys
 import time
@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from edgeclip.files import atomic_path
 from runtime.providers import thread_count
 
 TARGETS = ("cpu", "xnnpack", "nnapi")
@@ -133,17 +134,45 @@ def run(out: Path, targets: Sequence[str], samples: int, threads: int, repeats: 
         row = _evaluate(f"INT8 {target} (run on cpu EP)", enc, zs, ref, repeats)[0]
         row["int8_towers"] = _int8_towers(path)
         rows.append(row)
+    example = _save_example(zs, out)
     report = {"rows": rows, "threads": threads, "eval_images": len(zs.images),
-              "classes": len(zs.class_names), "bundles": {k: str(v) for k, v in bundles.items()}}
+              "classes": len(zs.class_names), "bundles": {"fp32": str(fp32), **{k: str(v) for k, v in bundles.items()}},
+              "example": example}
     md = _table(rows)
-    tmp = out / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out / "report.json")
-    tmp = out / ".report.md.tmp"
-    tmp.write_text(md + "\n")
-    os.replace(tmp, out / "report.md")
+    with atomic_path(out / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(md + "\n")
     report["markdown"] = md
     return report
+
+
+def _save_example(zs, out: Path) -> dict:
+    """Write one held-out image as example.png with four candidate labels (its true class among them) to try."""
+    truth = zs.class_names[int(zs.labels[0])]
+    colour, shape = truth.split(" ", 1)
+    others = [n for n in zs.class_names if n != truth]
+    labels = [truth,
+              next(n for n in others if n.startswith(colour + " ")),   # same colour, other shape
+              next(n for n in others if n.endswith(" " + shape)),      # same shape, other colour
+              next(n for n in others if not n.startswith(colour + " ") and not n.endswith(" " + shape))]
+    with atomic_path(out / "example.png") as tmp:
+        zs.images[0].save(tmp, format="PNG")
+    return {"image": str(out / "example.png"), "true_class": truth, "labels": sorted(labels)}
+
+
+def next_steps(report: dict) -> str:
+    """Where the bundles are and one command to try with them."""
+    bundles = report["bundles"]
+    width = max(len(Path(path).name) for path in bundles.values())
+    lines = ["bundles (each a folder: manifest.json, ONNX towers, tokenizer):"]
+    lines += [f"  {Path(path).name:<{width}}  {path}" for path in bundles.values()]
+    example = report["example"]
+    bundle = next((path for name, path in bundles.items() if name != "fp32"), bundles["fp32"])
+    lines += [f"try one on a held-out image (true class: {example['true_class']}):",
+              f"  edgeclip classify {shlex.quote(bundle)} {shlex.quote(example['image'])} "
+              f"--labels {shlex.quote(','.join(example['labels']))}"]
+    return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(report["markdown"])
         print(f"\n{report['eval_images']} held-out images, {report['classes']} classes; "
               f"report: {args.out / 'report.json'}")
+        print(next_steps(report))
     return 0
 
 

@@ -1,15 +1,19 @@
 """README command 1 end to end at a small size: export → INT8 (cpu) → zero-shot, cosine and latency table."""
 
 import json
+import shlex
 
 import pytest
 
 pytest.importorskip("torch", reason="the demo pipeline exports from the PyTorch checkpoint")
 
 from benchmarks.demo_pipeline import main  # noqa: E402
+from edgeclip.cli import main as cli_main  # noqa: E402
 
 
-def test_demo_pipeline_writes_the_table_and_keeps_onnx_equal_to_torch(tmp_path, capsys):
+def test_demo_pipeline_writes_the_table_and_ends_with_a_command_that_works(tmp_path, capsys):
+    """The table, ONNX equal to torch, INT8 close to both; the last lines name every bundle folder and one
+    `edgeclip classify` command, and that command works as printed."""
     out = tmp_path / "demo"
     assert main(["--out", str(out), "--targets", "cpu", "--samples", "32", "--repeats", "2", "--threads", "1"]) == 0
     printed = capsys.readouterr().out
@@ -23,3 +27,14 @@ def test_demo_pipeline_writes_the_table_and_keeps_onnx_equal_to_torch(tmp_path, 
     assert int8_row["image_cos"] > 0.99 and int8_row["text_cos"] > 0.99
     assert (out / "report.md").read_text().startswith("| model |")
     assert (out / "int8-cpu" / "report.json").is_file()
+
+    lines = printed.strip().splitlines()
+    for name in ("fp32", "int8-cpu"):
+        assert any(line.split() == [name, str(out / name)] for line in lines), f"{name} bundle not listed"
+    command = shlex.split(lines[-1])
+    assert command[:3] == ["edgeclip", "classify", str(out / "int8-cpu")]
+    assert cli_main(command[1:] + ["--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    example = report["example"]
+    assert [r["image"] for r in result["results"]] == [example["image"]]
+    assert sorted(item["label"] for item in result["results"][0]["labels"]) == example["labels"]
