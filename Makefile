@@ -2,7 +2,7 @@
 PY ?= python3
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: install demo test bench aarch64
+.PHONY: install demo test test-slow bench aarch64
 
 install:
 	$(PY) -m pip install $(PIP_FLAGS) -e '.[dev]'
@@ -12,6 +12,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest
+
+# the parity cases left out of CI (MobileCLIP-B fixtures, S1/S2, every ONNX graph on image files): docs/parity.md
+test-slow: install
+	$(PY) -m pytest -m slow tests/apple tests/export/test_export_parity.py
 
 bench: install
 	EDGECLIP_BENCH_QUICK=1 $(PY) -m pytest -m bench benchmarks -k "mobileclip-s0 and not mobileclip2"

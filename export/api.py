@@ -18,7 +18,7 @@ from export.models.demo import DEMO_WEIGHTS
 from export.onnx_export import (SOT, EOT, ExportError, Tower, check_graph, compare, convert_to_fp16, eot_pooling,
                                 export_tower, sample_inputs, use_tanh_gelu, validate)
 from export.reparam import executed_modules, reparameterize as reparameterize_in_place
-from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, LAYOUT_TIMM, ModelSpec, get_spec
+from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, LAYOUT_TIMM, VIT_STEMS, ModelSpec, get_spec
 
 CheckpointArg = Union[None, str, Path, dict]
 DEFAULT_OPSET = 17
@@ -99,16 +99,27 @@ def load_checkpoint(model_id: str, checkpoint: CheckpointArg = None) -> LoadedCh
     return LoadedCheckpoint(sd, choose_layout(spec, sd, name, declared), name, digest, path, spec.model_id)
 
 
-def _construct(spec: ModelSpec, layout: str) -> nn.Module:
+def vit_stem_for(spec: ModelSpec, vit_stem: Optional[str] = None) -> Optional[str]:
+    """The ViT-B conv stem to build (`vit_stem`, default the one the weights were trained with); None for others."""
+    if vit_stem is None:
+        return spec.vit_stem
+    if spec.vit_stem is None:
+        raise ExportError(f"{spec.model_id} has no ViT-B CLIP image tower: the stem choice {vit_stem!r} does not apply")
+    if vit_stem not in VIT_STEMS:
+        raise ExportError(f"vit_stem must be one of {', '.join(VIT_STEMS)}, not {vit_stem!r}")
+    return vit_stem
+
+
+def _construct(spec: ModelSpec, layout: str, vit_stem: Optional[str] = None) -> nn.Module:
     """An untrained model whose parameters the checkpoint of `layout` fills (built on the current device)."""
     if layout == LAYOUT_OPEN_CLIP:
         from export.models.openclip import build_open_clip_model
 
-        return build_open_clip_model(spec)
+        return build_open_clip_model(spec, vit_stem)
     if layout == LAYOUT_APPLE:
         from export.models.apple import build_apple_model
 
-        return build_apple_model(spec.model_id)
+        return build_apple_model(spec.model_id, vit_stem)
     if layout == LAYOUT_TIMM:
         from export.models.timm_image import build_timm_image_model
 
@@ -143,7 +154,7 @@ def _fit(spec: ModelSpec, model: nn.Module, ckpt: LoadedCheckpoint) -> dict:
     return sd
 
 
-def _load(spec: ModelSpec, ckpt: LoadedCheckpoint) -> nn.Module:
+def _load(spec: ModelSpec, ckpt: LoadedCheckpoint, vit_stem: Optional[str] = None) -> nn.Module:
     """Build the model and fill it from `ckpt` (one clear CheckpointError if it does not fit).
 
     OpenCLIP and timm models are built on `meta` and get the checkpoint's tensors assigned: their random init
@@ -151,7 +162,7 @@ def _load(spec: ModelSpec, ckpt: LoadedCheckpoint) -> nn.Module:
     """
     on_meta = ckpt.layout in (LAYOUT_OPEN_CLIP, LAYOUT_TIMM)
     with torch.device("meta" if on_meta else "cpu"):
-        model = _construct(spec, ckpt.layout)
+        model = _construct(spec, ckpt.layout, vit_stem_for(spec, vit_stem))
     sd = _fit(spec, model, ckpt)
     try:
         if not on_meta:
@@ -163,10 +174,14 @@ def _load(spec: ModelSpec, ckpt: LoadedCheckpoint) -> nn.Module:
     return model.eval()
 
 
-def build_model(model_id: str, checkpoint: CheckpointArg = None, reparameterize: bool = True) -> nn.Module:
-    """The model in eval mode; `encode_image(x)` / `encode_text(ids)` return UNNORMALIZED embeddings."""
+def build_model(model_id: str, checkpoint: CheckpointArg = None, reparameterize: bool = True,
+                vit_stem: Optional[str] = None) -> nn.Module:
+    """The model in eval mode; `encode_image(x)` / `encode_text(ids)` return UNNORMALIZED embeddings.
+
+    `vit_stem` ("padded" / "unpadded", ViT-B CLIP models only) overrides the stem the weights were trained with.
+    """
     ckpt = load_checkpoint(model_id, checkpoint)
-    model = _load(get_spec(ckpt.model_id), ckpt)
+    model = _load(get_spec(ckpt.model_id), ckpt, vit_stem)
     return reparameterize_in_place(model) if reparameterize else model
 
 
@@ -209,13 +224,14 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
                   batch: Union[None, str, int] = None, gelu: Optional[str] = None, opset: Optional[int] = None,
                   precision: str = "fp32", towers: Optional[Sequence[str]] = None,
                   progress: Optional[Callable[[str], None]] = None, nnapi: bool = False,
-                  strict: bool = True) -> Path:
+                  strict: bool = True, vit_stem: Optional[str] = None) -> Path:
     """Export a reparameterized, validated fp32/fp16 bundle to `out_dir` atomically; return the bundle dir.
 
     Unset batch/gelu/opset default to dynamic/exact/17; `nnapi=True` makes them 1/tanh/16, the graphs
     NNAPI runs in one partition (see `resolve_options`). A graph outside the parity limits is an ExportError;
     with `strict=False` it is kept and its manifest parity entry says `passed: false` (for latency-only uses).
     `towers` defaults to every tower the checkpoint has (the image tower alone for a timm image-only file).
+    `vit_stem` (ViT-B CLIP models): "padded" (Apple's network) or "unpadded" (timm's); default: as trained.
     """
     spec = get_spec(model_id)
     options = resolve_options(nnapi, batch, gelu, opset)
@@ -232,7 +248,8 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
     spec = get_spec(ckpt.model_id)
     towers = _towers_of(spec, ckpt, towers)
     _progress(progress, f"building {spec.model_id} ({ckpt.layout} layout) and reparameterizing")
-    model = _load(spec, ckpt)
+    vit_stem = vit_stem_for(spec, vit_stem)
+    model = _load(spec, ckpt, vit_stem)
     before = _module_counts(model, spec, towers)
     reparameterize_in_place(model)
     after = _module_counts(model, spec, towers)
@@ -275,6 +292,7 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
             "embed_dim": int(next(iter(manifest_towers.values()))["outputs"][0]["shape"][1]),
             "logit_scale": _logit_scale(model),
             "towers": manifest_towers,
+            "image_stem": vit_stem if "image" in towers else None,
             "preprocess": preprocess_for(spec, ckpt.path),
             "tokenizer": None,
             "quantization": None,

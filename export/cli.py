@@ -7,7 +7,7 @@ import sys
 from typing import Optional, Sequence
 
 from edgeclip.bundle.write import OUTPUT_POLICY
-from export.registry import MODELS, UnknownModelError, resolve_model_id
+from export.registry import MODELS, VIT_STEMS, UnknownModelError, get_spec, resolve_model_id
 
 EPILOG = """\
 examples:
@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gelu", choices=("exact", "tanh"),
                    help="GELU form in the graphs (default: exact; tanh with --nnapi, as NNAPI has no Erf)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: 17; 16 with --nnapi)")
+    p.add_argument("--vit-stem", choices=VIT_STEMS,
+                   help="ViT-B models (b, b-lt, mobileclip2-b): pad the first stem conv as Apple's code does "
+                        "('padded') or not, as timm/OpenCLIP do ('unpadded'); default: the network the weights were "
+                        "trained in (padded for MobileCLIP v1 B and B-LT in either layout, unpadded for MobileCLIP2-B)")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32",
                    help="weights and compute precision; inputs/outputs stay float32")
     p.add_argument("--towers", nargs="+", choices=("image", "text"),
@@ -107,10 +111,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from tqdm import tqdm
 
     from edgeclip.errors import EdgeclipError
-    from export.api import export_bundle, resolve_options
+    from export.api import export_bundle, resolve_options, vit_stem_for
 
     try:
         options = resolve_options(args.nnapi, args.batch, args.gelu, args.opset)
+        vit_stem_for(get_spec(model_id), args.vit_stem)
     except EdgeclipError as exc:
         print(f"python -m export: error: {exc}", file=sys.stderr)
         return 2
@@ -129,7 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             out = export_bundle(model_id, args.out, checkpoint=args.checkpoint, batch=options.batch,
                                 gelu=options.gelu, opset=options.opset, precision=args.precision,
-                                towers=tuple(args.towers) if args.towers else None, progress=progress, nnapi=options.nnapi)
+                                towers=tuple(args.towers) if args.towers else None, progress=progress, nnapi=options.nnapi,
+                                vit_stem=args.vit_stem)
         except EdgeclipError as exc:
             bar.close()
             print(f"python -m export: error: {exc}\nNo bundle was written.", file=sys.stderr)

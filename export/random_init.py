@@ -53,12 +53,14 @@ def _value(key: str, shape: tuple[int, ...], bn_prefixes: set[str], rng: np.rand
     return 0.02 * rng.standard_normal(shape)
 
 
-def checkpoint_keys(model_id: str) -> list[tuple[str, tuple[int, ...], bool]]:
-    """(key, shape, is_integer) of the model's checkpoint in the layout the loader accepts by default."""
+def checkpoint_keys(model_id: str, layout: str | None = None) -> list[tuple[str, tuple[int, ...], bool]]:
+    """(key, shape, is_integer) of the model's checkpoint in `layout` (default: Apple's when the model has it)."""
     from export.registry import get_spec
 
     spec = get_spec(model_id)
-    if "ml-mobileclip" in spec.layouts:
+    layout = layout or spec.layouts[0]
+    spec.source_for(layout)  # UnknownModelError when the model has no checkpoint in that layout
+    if layout == "ml-mobileclip":
         from export.models.apple import apple_checkpoint_keys
 
         return [(k, tuple(s), k.endswith("num_batches_tracked")) for k, s in apple_checkpoint_keys(spec.model_id)]
@@ -70,21 +72,36 @@ def checkpoint_keys(model_id: str) -> list[tuple[str, tuple[int, ...], bool]]:
         return [(k, tuple(v.shape), not v.is_floating_point()) for k, v in sd.items()]
     import open_clip
 
-    sd = open_clip.create_model(spec.open_clip_name).state_dict()
+    with torch.device("meta"):  # shapes and dtypes only: no seconds of random init
+        sd = open_clip.create_model(spec.open_clip_name, device="meta").state_dict()
     return [(k, tuple(v.shape), not v.is_floating_point()) for k, v in sd.items()]
+
+
+def _is_image_key(key: str) -> bool:
+    return key.startswith(("image_encoder.", "visual."))
+
+
+def input_sensitive_state_dict(model_id: str, seed: int = 0, layout: str | None = None,
+                               image_only: bool = False) -> dict[str, torch.Tensor]:
+    """An input-sensitive random state_dict of ``model_id`` in checkpoint ``layout`` (see `checkpoint_keys`).
+
+    ``image_only``: the text tower's tensors are zeros (quick to make, for tests of the image tower alone).
+    """
+    rng = np.random.default_rng(seed)
+    keys = checkpoint_keys(model_id, layout)
+    bn_prefixes = {k.rpartition(".")[0] for k, _, _ in keys if k.endswith("running_mean")}
+    sd = {}
+    for key, shape, is_int in keys:
+        if is_int or (image_only and not _is_image_key(key) and key != "logit_scale"):
+            sd[key] = torch.zeros(shape, dtype=torch.int64 if is_int else torch.float32)
+        else:
+            sd[key] = torch.from_numpy(np.asarray(_value(key, shape, bn_prefixes, rng), dtype=np.float32))
+    return sd
 
 
 def make_input_sensitive_checkpoint(model_id: str, path: str | os.PathLike, seed: int = 0) -> Path:
     """Write an input-sensitive random checkpoint for ``model_id`` to ``path`` (atomic); return the path."""
-    rng = np.random.default_rng(seed)
-    keys = checkpoint_keys(model_id)
-    bn_prefixes = {k.rpartition(".")[0] for k, _, _ in keys if k.endswith("running_mean")}
-    sd = {}
-    for key, shape, is_int in keys:
-        if is_int:
-            sd[key] = torch.zeros(shape, dtype=torch.int64)
-        else:
-            sd[key] = torch.from_numpy(np.asarray(_value(key, shape, bn_prefixes, rng), dtype=np.float32))
+    sd = input_sensitive_state_dict(model_id, seed)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:

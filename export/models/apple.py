@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import lru_cache
+from typing import Optional
 
 import timm
 import torch
@@ -18,7 +19,8 @@ from timm.utils.model import reparameterize_model
 from torch import nn
 
 from export.models.mct_text import TextTransformer
-from export.registry import UnknownModelError
+from export.models.vit_mci import TIMM_NAME as VIT_MCI, build_vit_mci
+from export.registry import VIT_STEM_PADDED, UnknownModelError
 from export.reparam import fold_leftover_batchnorms
 
 IMAGE_PREFIX = "image_encoder.model."
@@ -84,20 +86,21 @@ class AppleMobileCLIP(nn.Module):
         return self
 
 
-def _image_encoder(arch: AppleArch) -> nn.Module:
-    if _is_vit(arch):
-        # Apple's ViT uses LayerNorm eps 1e-5 (timm's ViT default is 1e-6)
-        return timm.create_model(arch.timm_image, num_classes=arch.embed_dim,
-                                 norm_layer=partial(nn.LayerNorm, eps=1e-5))
+def _image_encoder(arch: AppleArch, vit_stem: str) -> nn.Module:
+    if arch.timm_image == VIT_MCI:
+        return build_vit_mci(arch.embed_dim, vit_stem)  # "padded": Apple's ViT (see export/models/vit_mci.py)
     return timm.create_model(arch.timm_image, num_classes=arch.embed_dim)
 
 
-def build_apple_model(model_id: str) -> AppleMobileCLIP:
-    """The train-time (un-reparameterized) MobileCLIP `model_id`, deterministically initialized, eval mode."""
+def build_apple_model(model_id: str, vit_stem: Optional[str] = None) -> AppleMobileCLIP:
+    """The train-time (un-reparameterized) MobileCLIP `model_id`, deterministically initialized, eval mode.
+
+    `vit_stem` (ViT-B only): "padded" (default) is Apple's network; "unpadded" is timm's/OpenCLIP's stem.
+    """
     arch = _arch(model_id)
     text = TextTransformer(n_transformer_layers=arch.text_layers, embed_dim=arch.embed_dim,
                            conv_kernel=arch.text_conv_kernel, causal=arch.causal_text)
-    return AppleMobileCLIP(_image_encoder(arch), text).eval()
+    return AppleMobileCLIP(_image_encoder(arch, vit_stem or VIT_STEM_PADDED), text).eval()
 
 
 # ---------------------------------------------------------------- ViT (MobileCLIP-B) key table

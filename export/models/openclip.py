@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from torch import nn
@@ -21,8 +21,11 @@ from export.registry import ModelSpec
 _POOL_USERS = ("open_clip.transformer", "open_clip.model")
 
 
-def build_open_clip_model(spec: ModelSpec) -> nn.Module:
-    """The OpenCLIP model of `spec` with meta (unallocated) weights, to be filled from a checkpoint."""
+def build_open_clip_model(spec: ModelSpec, vit_stem: Optional[str] = None) -> nn.Module:
+    """The OpenCLIP model of `spec` with meta (unallocated) weights, to be filled from a checkpoint.
+
+    `vit_stem` (ViT-B towers only; None keeps OpenCLIP's network): "padded" makes the tower Apple's ViT.
+    """
     import open_clip
 
     if spec.open_clip_name is None:
@@ -33,6 +36,10 @@ def build_open_clip_model(spec: ModelSpec) -> nn.Module:
             model = open_clip.create_model(spec.open_clip_name, pretrained=None, device="meta")
     finally:
         logging.disable(logging.NOTSET)
+    if vit_stem is not None:
+        from export.models.vit_mci import set_stem
+
+        set_stem(model.visual.trunk, vit_stem)
     return model.eval()
 
 

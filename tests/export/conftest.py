@@ -13,6 +13,16 @@ OPEN_CLIP_SUFFIX = {"MobileCLIP-S1": ".bin", "MobileCLIP-S2": ".safetensors", "M
 S0_STEM = "mobileclip-s0.ml-mobileclip"
 
 
+def fixture_stem(stem: str):
+    """The ViT-B conv stem of the network that computed a fixture (open_clip's: unpadded, Apple's: padded), else None."""
+    from export.registry import get_spec
+
+    model_id, layout = FIXTURES[stem]
+    if get_spec(model_id).vit_stem is None:
+        return None
+    return "unpadded" if layout == "open_clip" else "padded"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _no_network_and_private_cache(tmp_path_factory):
     """Tests never download: Hub offline, and $EDGECLIP_HOME points at an empty temp dir."""
@@ -60,7 +70,8 @@ class FixtureFiles:
             from export.api import export_bundle
 
             model_id, _ = FIXTURES[stem]
-            self._bundles[stem] = export_bundle(model_id, self.root / f"bundle-{stem}", checkpoint=self.checkpoint(stem))
+            self._bundles[stem] = export_bundle(model_id, self.root / f"bundle-{stem}", checkpoint=self.checkpoint(stem),
+                                                vit_stem=fixture_stem(stem))
         return self._bundles[stem]
 
 
