@@ -19,12 +19,14 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 DESCRIPTION = """\
 MobileCLIP embeddings with ONNX Runtime, no PyTorch. A BUNDLE is a directory made by
-`python -m quantize.int8` or export (manifest.json, image.onnx, text.onnx, tokenizer.json).
+`python -m quantize.int8` or export (manifest.json, image.onnx, text.onnx, tokenizer.json), or
+hf-hub:ORG/REPO for one published on the Hugging Face Hub (needs edgeclip[hub]; see docs/hub.md).
 
 examples:
   edgeclip info bundle/
   edgeclip embed bundle/ photos/*.jpg --text "a dog" --out emb.npy
   edgeclip classify bundle/ cat.jpg --labels cat,dog,car
+  edgeclip classify hf-hub:ORG/REPO cat.jpg --labels cat,dog,car
   edgeclip --providers xnnpack --threads 4 --json classify bundle/ cat.jpg --labels cat,dog
 
 exit codes: 0 ok, 1 failure (bad bundle, image, provider...), 2 usage error.
