@@ -1,7 +1,8 @@
 """Bundles by name: `hf-hub:ORG/REPO[@REVISION]` resolves to a bundle folder in the Hugging Face cache.
 
 The manifest is fetched first; then exactly the files it names, from the same commit, into huggingface_hub's
-cache (HF_HUB_CACHE / HF_HOME). With HF_HUB_OFFLINE=1 (or EDGECLIP_OFFLINE=1) only the cache is read. The
+cache (HF_HUB_CACHE / HF_HOME; HF_ENDPOINT for a mirror). With HF_HUB_OFFLINE=1 (or EDGECLIP_OFFLINE=1) only the
+cache is read; these variables are read at each call. The
 caller (`edgeclip.bundle.load_bundle`) verifies every file's sha256 against the manifest, as for a local folder.
 """
 from __future__ import annotations
@@ -66,7 +67,7 @@ def _fetch(hub, ref: str, repo: str, filename: str, revision: Optional[str], fir
     where = f"{ref} ({'offline: local cache ' + str(cache_dir() or 'default') if offline() else 'Hugging Face Hub'})"
     try:
         return Path(hub.hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir(),
-                                        local_files_only=offline()))
+                                        local_files_only=offline(), endpoint=os.environ.get("HF_ENDPOINT") or None))
     except errors.RepositoryNotFoundError:
         raise HubError(f"{where}: no such model repository (or it is private: log in with `hf auth login`)") from None
     except errors.RevisionNotFoundError:

@@ -1,4 +1,5 @@
-"""`hf-hub:ORG/REPO` bundles, offline, from a Hugging Face cache laid out by the test (tests/hub/hub_cache.py)."""
+"""`hf-hub:ORG/REPO` bundles: offline from a Hugging Face cache laid out by the test (tests/hub/hub_cache.py), and
+real downloads through huggingface_hub from a local stand-in for the Hub (tests/hub/local_hub.py), no network."""
 from __future__ import annotations
 
 import json
@@ -133,3 +134,57 @@ def test_cli_info_and_classify_by_name_work_offline(cache, tmp_path, local_bundl
 
     missing = _cli(["info", "hf-hub:org/nothing"], env)
     assert missing.returncode == 1 and "hf-hub:org/nothing" in missing.stderr and "Traceback" not in missing.stderr
+
+
+@pytest.fixture()
+def local_hub(tmp_path, monkeypatch, local_bundle):
+    """org/tiny (with a model card the manifest does not name) and org/broken (no image.onnx) on a local Hub."""
+    import shutil
+
+    from tests.hub.local_hub import LocalHub
+
+    card = tmp_path / "repo"
+    shutil.copytree(local_bundle, card)
+    (card / "README.md").write_text("# tiny bundle\n")
+    broken = tmp_path / "broken"
+    shutil.copytree(local_bundle, broken)
+    (broken / "image.onnx").unlink()
+    hub = LocalHub()
+    hub.add("org/tiny", card, COMMIT)
+    hub.add("org/broken", broken, COMMIT)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("EDGECLIP_OFFLINE", raising=False)
+    # huggingface_hub reads HF_HUB_OFFLINE once, at import: an earlier offline test in this process must not leak
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    yield hub
+    hub.close()
+
+
+def test_download_fetches_only_the_manifests_files_then_works_offline(local_hub, tmp_path, monkeypatch):
+    from edgeclip.bundle import load_bundle
+
+    bundle = load_bundle("hf-hub:org/tiny")
+    fetched = sorted({path.rsplit("/", 1)[1] for method, path in local_hub.requests if method == "GET"})
+    assert fetched == ["image.onnx", "manifest.json", "text.onnx", "tokenizer.json"]  # not README.md
+    assert all(f"/resolve/{COMMIT}/" in path for _, path in local_hub.requests if "manifest" not in path)
+    assert bundle.root == repo_folder(tmp_path / "cache", "org/tiny") / "snapshots" / COMMIT
+    local_hub.requests.clear()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert load_bundle("hf-hub:org/tiny").root == bundle.root and local_hub.requests == []
+
+
+def test_unknown_repo_revision_and_interrupted_download_online_then_offline(local_hub, monkeypatch):
+    from edgeclip.bundle import load_bundle
+    from edgeclip.errors import BundleError
+
+    with pytest.raises(BundleError, match=r"hf-hub:org/nothing \(Hugging Face Hub\): no such model repository"):
+        load_bundle("hf-hub:org/nothing")
+    with pytest.raises(BundleError, match=r"revision 'v9' does not exist"):
+        load_bundle("hf-hub:org/tiny@v9")
+    with pytest.raises(BundleError, match=r"image.onnx is named in manifest.json but missing from the repository"):
+        load_bundle("hf-hub:org/broken")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what the failed download left in the cache is not a bundle
+    with pytest.raises(BundleError, match=r"incomplete download, image.onnx is not in the local cache"):
+        load_bundle("hf-hub:org/broken")
