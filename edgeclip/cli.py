@@ -10,7 +10,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from edgeclip import __version__
+from edgeclip import __version__, photo_cli
 from edgeclip.errors import EdgeclipError, InputError
 from edgeclip.files import atomic_path
 from runtime.providers import thread_count
@@ -27,6 +27,7 @@ examples:
   edgeclip embed bundle/ photos/*.jpg --text "a dog" --out emb.npy
   edgeclip classify bundle/ cat.jpg --labels cat,dog,car
   edgeclip classify hf-hub:ORG/REPO cat.jpg --labels cat,dog,car
+  edgeclip index bundle/ ~/Pictures && edgeclip search "a dog on a beach"
   edgeclip --providers xnnpack --threads 4 --json classify bundle/ cat.jpg --labels cat,dog
 
 exit codes: 0 ok, 1 failure (bad bundle, image, provider...), 2 usage error.
@@ -79,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", parents=[_common()], help="device readiness: NNAPI/XNNPACK coverage of the towers")
     p.add_argument("bundle", metavar="BUNDLE")
+    photo_cli.add_parsers(sub, _common)
     return parser
 
 
@@ -107,10 +109,10 @@ def _providers(arg: str) -> Any:
     return names[0] if len(names) == 1 else names
 
 
-def _encoder(args: argparse.Namespace):
+def _encoder(args: argparse.Namespace, bundle: Any = None, **options: Any):
     from edgeclip.encoder import Encoder
 
-    return Encoder(args.bundle, providers=_providers(args.providers), threads=args.threads)
+    return Encoder(bundle or args.bundle, providers=_providers(args.providers), threads=args.threads, **options)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -235,7 +237,9 @@ def cmd_doctor(args: argparse.Namespace):
     return report, format_readiness
 
 
-COMMANDS = {"info": (cmd_info, print_info), "embed": (cmd_embed, print_embed), "classify": (cmd_classify, print_classify)}
+COMMANDS = {"info": (cmd_info, print_info), "embed": (cmd_embed, print_embed), "classify": (cmd_classify, print_classify),
+            "index": (lambda a: photo_cli.cmd_index(a, _encoder), photo_cli.print_index),
+            "search": (lambda a: photo_cli.cmd_search(a, _encoder), photo_cli.print_search)}
 
 
 def run(args: argparse.Namespace) -> None:
