@@ -1,6 +1,6 @@
 """edgeclip: MobileCLIP embeddings on phones and small boards, with ONNX Runtime and no PyTorch.
 
-`Encoder`, `similarity` and `DEFAULT_TEMPLATES` load on first use (PEP 562), so `import edgeclip.errors` or
+`Encoder`, `PhotoIndex`, `similarity` and `DEFAULT_TEMPLATES` load on first use (PEP 562), so `import edgeclip.errors` or
 `import edgeclip.bundle` (what runtime/ and the build side do) does not load ONNX Runtime sessions.
 """
 
@@ -12,7 +12,7 @@ from edgeclip.errors import BundleError, EdgeclipError, ImageError, InputError, 
 
 __all__ = [
     "FORMAT_VERSION", "Bundle", "BundleError", "DEFAULT_TEMPLATES", "EdgeclipError", "Encoder", "ImageError",
-    "InputError", "ProviderError", "TextError", "errors", "load_bundle", "similarity",
+    "InputError", "PhotoIndex", "ProviderError", "TextError", "errors", "load_bundle", "similarity",
 ]
 
 
@@ -24,6 +24,8 @@ def __getattr__(name: str):
         from edgeclip.zeroshot import similarity as value
     elif name == "DEFAULT_TEMPLATES":
         from edgeclip.zeroshot import DEFAULT_TEMPLATES as value
+    elif name == "PhotoIndex":
+        from edgeclip.index import PhotoIndex as value
     else:
         raise AttributeError(f"module 'edgeclip' has no attribute {name!r}")
     globals()[name] = value
