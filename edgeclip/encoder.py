@@ -100,6 +100,8 @@ class Encoder:
 
     `providers`: "auto", a short name (cpu, xnnpack, nnapi), an ONNX Runtime provider name, or a list of
     these in priority order. `threads`: ONNX Runtime intra-op threads (None: ORT's default).
+    `verify`: True checks each file's sha256, re-hashing only files changed since they were last verified
+    (edgeclip.bundle.verify_cache); "full" re-hashes every file; False skips the check.
     `prefer_ort`: run the towers' `.ort` alternates where the bundle lists them (minimal ORT builds).
     `towers`: load only these ("image", "text" or both; default all the bundle has): an image-only encoder
     never loads the text graph or the tokenizer. `preprocess_mode`: "fast" or "exact" (default: the bundle's
@@ -113,7 +115,7 @@ class Encoder:
         providers: Union[str, Sequence[str]] = "auto",
         threads: Optional[int] = None,
         *,
-        verify: bool = True,
+        verify: Union[bool, str] = True,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         tokenizer_backend: str = "auto",
         prefer_ort: bool = False,
@@ -202,8 +204,9 @@ class Encoder:
         """One image -> the image tower's float32 [3, S, S] input (this encoder's mode and pixel limit)."""
         return preprocess_image(image, self.bundle.preprocess, max_pixels=self.max_pixels, mode=self.preprocess_mode)
 
-    def _run_images(self, rows: list) -> np.ndarray:
-        return l2_normalize(self._towers["image"].run(np.stack(rows)))
+    def embed_preprocessed(self, rows: Union[list, np.ndarray]) -> np.ndarray:
+        """Embed images already preprocessed (Encoder.preprocess): [N, 3, S, S] float32 -> [N, D], unit norm."""
+        return l2_normalize(self._tower("image").run(np.stack(rows)))
 
     def _run_texts(self, rows: list) -> np.ndarray:
         return l2_normalize(self._towers["text"].run(self.tokenize(rows)))
@@ -219,7 +222,7 @@ class Encoder:
         self._tower("image")
         workers = self.workers if workers is None else workers
         check_stream_args(batch_size, on_error, workers)
-        return stream_batches(_image_items(images), self.preprocess, self._run_images, batch_size, on_error,
+        return stream_batches(_image_items(images), self.preprocess, self.embed_preprocessed, batch_size, on_error,
                               workers, with_index)
 
     def embed_texts(self, texts: Iterable[str], batch_size: int = 64, *, on_error: OnError = "raise",
@@ -240,8 +243,9 @@ class Encoder:
         self._tower("image")
         check_stream_args(batch_size, "raise")
         if is_single_image(images):
-            return self._run_images([self.preprocess(images)])
-        parts = list(self.embed_images(images, batch_size))
+            return self.embed_preprocessed([self.preprocess(images)])
+        few = isinstance(images, (list, tuple)) and len(images) <= 1  # no decode threads for one image
+        parts = list(self.embed_images(images, batch_size, workers=0 if few else None))
         return np.concatenate(parts) if parts else np.zeros((0, self.embed_dim), dtype=np.float32)
 
     def tokenize(self, texts: Union[str, Sequence[str]]) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Child process of the benchmark: cold start and peak memory of a fresh `edgeclip.Encoder`.
 
-Run as `python -m runtime.bench_probe --bundle DIR --provider NAME --image JPG`; prints one JSON line.
+Run as `python -m runtime.bench_probe --bundle DIR --provider NAME --image JPG [--towers image|text|both]`;
+prints one JSON line.
 Kept free of heavy imports so that the timed import is what a user's first `import edgeclip` costs.
 """
 import time
@@ -38,6 +39,8 @@ def main(argv=None) -> int:
     ap.add_argument("--provider", required=True)
     ap.add_argument("--image", required=True, help="JPEG file for the first image embedding")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--towers", choices=("image", "text", "both"), default="both",
+                    help="towers the Encoder loads (default both); the others are never opened")
     args = ap.parse_args(argv)
 
     t = time.perf_counter()
@@ -45,9 +48,10 @@ def main(argv=None) -> int:
 
     out = {"import_s": time.perf_counter() - t, "rss_after_import_mb": _rss_mb()}
     t = time.perf_counter()
-    enc = Encoder(args.bundle, providers=[args.provider], threads=args.threads)
+    towers = None if args.towers == "both" else args.towers
+    enc = Encoder(args.bundle, providers=[args.provider], threads=args.threads, towers=towers)
     out["session_s"] = time.perf_counter() - t
-    towers = enc.manifest.get("towers", {})
+    towers = enc.tower_providers
     if "image" in towers:
         t = time.perf_counter()
         enc.encode_image([args.image])
