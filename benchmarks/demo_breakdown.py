@@ -23,7 +23,8 @@ def breakdown(checkpoint: Optional[Path] = None, seen_samples: int = 256) -> dic
     """Top-1, colour-right, shape-right and shape-only accuracy for held-out and seen combinations."""
     import torch
 
-    from export.models.demo import DEMO_WEIGHTS, build_demo_model, torch_encoders
+    from export.models.demo import build_demo_model, torch_encoders
+    from export.models.demo_config import DEMO_WEIGHTS
     from quantize import synthetic as S
     from runtime.bench_accuracy import class_embeddings, normalize
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from edgeclip.files import atomic_dir
+from edgeclip.paths import edgeclip_home
 from runtime.bench_runners import Runner
 
 BENCH_MODELS = ("demo", "mobileclip-s0", "mobileclip-s1", "mobileclip-s2", "mobileclip-b", "mobileclip2-s0")
@@ -28,14 +27,13 @@ DYNAMIC_METHOD = "dynamic: onnxruntime.quantization.quantize_dynamic with defaul
 
 def cache_root() -> Path:
     """Where benchmark bundles, checkpoints and eval folders are cached: $EDGECLIP_HOME/bench."""
-    home = Path(os.environ.get("EDGECLIP_HOME", Path.home() / ".cache" / "edgeclip"))
-    return home / "bench"
+    return edgeclip_home() / "bench"
 
 
 def checkpoint_for(model_id: str, cache: Path) -> Path:
     """`demo` uses its shipped trained weights; real architectures get a random input-sensitive checkpoint."""
     if model_id == "demo":
-        from export.models.demo import DEMO_WEIGHTS
+        from export.models.demo_config import DEMO_WEIGHTS
 
         return DEMO_WEIGHTS
     from export.random_init import make_input_sensitive_checkpoint
@@ -68,9 +66,6 @@ def build_bundle(model_id: str, variant: str, cache: Optional[Path] = None) -> P
     ckpt = checkpoint_for(model_id, cache)
     if (out / "manifest.json").exists() and _usable(out, ckpt):
         return out
-    if out.exists():
-        shutil.rmtree(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if variant in ("fp32", "fp16", "fp32-nnapi"):
         from export.api import export_bundle
 
@@ -96,7 +91,7 @@ def dynamic_bundle(fp32_dir: Path, out_dir: Path) -> Path:
     from onnxruntime.quantization import quantize_dynamic
 
     from edgeclip.bundle import load_bundle
-    from edgeclip.bundle.write import write_bundle
+    from edgeclip.bundle.write import work_dir, write_bundle
 
     src = load_bundle(fp32_dir, verify=True)
     manifest = copy.deepcopy(src.manifest)
@@ -104,9 +99,7 @@ def dynamic_bundle(fp32_dir: Path, out_dir: Path) -> Path:
                                   "activations": "U8 (dynamic, per batch)", "weights": "S8", "per_channel": False,
                                   "kept_float": {}, "report": None},
                     device_readiness=None, extra_files={})
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".dynamic-", dir=out_dir.parent) as tmp:
+    with work_dir(out_dir) as tmp:
         files = {}
         for name, tower in manifest["towers"].items():
             tower.pop("alternates", None)
@@ -168,9 +161,7 @@ def demo_eval_folder(cache: Optional[Path] = None) -> Path:
     if (out / "prompts.json").exists():
         return out
     zs = load_zero_shot(ensure_dataset(splits=("eval",)))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-synthetic-", dir=out.parent))
-    try:
+    with atomic_dir(out, exist_ok=True) as tmp:
         folders = [name.replace(" ", "_") for name in zs.class_names]
         for folder in folders:
             (tmp / folder).mkdir()
@@ -179,10 +170,6 @@ def demo_eval_folder(cache: Optional[Path] = None) -> Path:
         prompts = {"source": "quantize.synthetic eval split",
                    "classes": {f: ps for f, ps in zip(folders, zs.class_prompts)}}
         (tmp / "prompts.json").write_text(json.dumps(prompts, indent=2))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

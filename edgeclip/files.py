@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,3 +25,31 @@ def atomic_path(path: Union[str, Path], mode: int = 0o644) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_dir(path: Union[str, Path], exist_ok: bool = False) -> Iterator[Path]:
+    """Yield an empty temp folder beside `path` to fill; on success it becomes `path` (a reader sees no folder or the
+    complete one) with the umask's permissions, like `mkdir`; on any exception it is removed.
+
+    If `path` exists by then (another process finished first), the temp folder is dropped when `exist_ok`, else
+    FileExistsError is raised."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            tmp.mkdir()  # not mkdtemp: that makes 0700 whatever the umask
+            break
+        except FileExistsError:
+            continue
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, path)  # refuses a non-empty `path`
+        except OSError:
+            if not (exist_ok and path.is_dir()):
+                raise FileExistsError(f"{path} exists") from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

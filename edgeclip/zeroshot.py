@@ -35,11 +35,11 @@ def _as_matrix(x: np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (all-zero rows stay zero), float32."""
-    x = np.asarray(x, dtype=np.float32)
+def l2_normalize(x: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+    """Rows scaled to unit length (all-zero rows stay zero), as `dtype` (float64 for metrics)."""
+    x = np.asarray(x, dtype=dtype)
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(norms, np.float32(1e-12))
+    return x / np.maximum(norms, x.dtype.type(1e-12))
 
 
 def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:

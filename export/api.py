@@ -12,10 +12,11 @@ from torch import nn
 import edgeclip
 from edgeclip.bundle import sha256_file
 from edgeclip.bundle.write import check_output, work_dir, write_bundle
+from edgeclip.tokenizer.constants import EOT_ID, PAD_ID, SOT_ID
 from export.checkpoint import (CheckpointError, check_keys, choose_layout, preprocess_for, read_checkpoint,
                                resolve_checkpoint, spec_for_checkpoint, unwrap_state_dict)
-from export.models.demo import DEMO_WEIGHTS
-from export.onnx_export import (SOT, EOT, ExportError, Tower, check_graph, compare, convert_to_fp16, eot_pooling,
+from export.models.demo_config import DEMO_WEIGHTS
+from export.onnx_export import (ExportError, Tower, check_graph, compare, convert_to_fp16, eot_pooling,
                                 export_tower, sample_inputs, use_tanh_gelu, validate)
 from export.reparam import executed_modules, reparameterize as reparameterize_in_place
 from export.registry import LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, LAYOUT_TIMM, VIT_STEMS, ModelSpec, get_spec
@@ -302,7 +303,7 @@ def export_bundle(model_id: str, out_dir: Union[str, Path], checkpoint: Checkpoi
         if "text" in towers:
             files["tokenizer.json"] = _tokenizer_json()
             manifest["tokenizer"] = {"file": "tokenizer.json", "sha256": None, "context_length": spec.context_length,
-                                     "sot_id": SOT, "eot_id": EOT, "pad_id": 0}
+                                     "sot_id": SOT_ID, "eot_id": EOT_ID, "pad_id": PAD_ID}
         _progress(progress, "writing the bundle")
         manifest["export_seconds"] = round(time.perf_counter() - started, 1)
         return write_bundle(out_dir, manifest, files)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Mapping, Optional, Union
 
 from edgeclip.errors import EdgeclipError
+from edgeclip.paths import edgeclip_home
 from quantize.hub_probe import hub_unreachable_reason
 from export.registry import (LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, LAYOUT_TIMM, LAYOUTS, MODELS, ModelSpec, Source,
                              image_only_variant)
@@ -28,11 +29,6 @@ TIMM_CONFIG = "config.json"  # the timm release's config, next to its weights
 
 class CheckpointError(EdgeclipError):
     """A checkpoint that cannot be found, read, or does not fit the requested model."""
-
-
-def edgeclip_home() -> Path:
-    """`$EDGECLIP_HOME`, default `~/.cache/edgeclip`: where generated and downloaded files go."""
-    return Path(os.environ.get("EDGECLIP_HOME") or Path.home() / ".cache" / "edgeclip").expanduser()
 
 
 def cache_path(spec: ModelSpec, source: Source) -> Path:

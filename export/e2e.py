@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeclip.bundle import load_bundle
 from edgeclip.errors import EdgeclipError
+from edgeclip.zeroshot import l2_normalize
 from edgeclip.bundle.write import install_file, read_manifest, write_manifest
 
 CONTRIB = "ai.onnx.contrib"          # CLIPTokenizer
@@ -337,7 +338,7 @@ def tokenize_one_by_one(session: Any, texts: Sequence[str]) -> np.ndarray:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+    return l2_normalize(x, x.dtype.type)
 
 
 def e2e_session_ids(bundle) -> Any:

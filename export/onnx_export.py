@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeclip.errors import EdgeclipError
+from edgeclip.tokenizer.constants import EOT_ID, SOT_ID
 from export.models.openclip import onehot_eot_pooling
 
 IMAGE_INPUT, TEXT_INPUT, OUTPUT = "image", "input_ids", "embedding"
-SOT, EOT = 49406, 49407
 PARITY_LIMITS = {"fp32": {"cosine": 0.9999, "rel_l2": 1e-3}, "fp16": {"cosine": 0.999, "rel_l2": 3e-2}}
 Batch = Union[str, int]
 
@@ -96,9 +96,9 @@ def sample_inputs(tower: str, n: int, image_size: int, context_length: int = 77)
     ids = np.zeros((n, context_length), dtype=np.int64)
     for k in range(n):
         length = min(context_length - 2, 3 + 7 * k)
-        ids[k, 0] = SOT
+        ids[k, 0] = SOT_ID
         ids[k, 1:1 + length] = rng.integers(256, 49000, size=length)
-        ids[k, 1 + length] = EOT
+        ids[k, 1 + length] = EOT_ID
     return ids
 
 

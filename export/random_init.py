@@ -114,13 +114,13 @@ def input_sensitivity(model_id: str, checkpoint: str | os.PathLike, images: np.n
                       ) -> dict[str, float]:
     """Smallest fraction of each embedding's norm left after subtracting the mean embedding, per tower."""
     from export.api import build_model
+    from quantize.measure import input_sensitivity as embedding_sensitivity
 
     model = build_model(model_id, checkpoint)
     out = {}
     for tower, x in (("image", torch.from_numpy(images)), ("text", torch.from_numpy(token_ids))):
         emb = (model.encode_image(x) if tower == "image" else model.encode_text(x)).double().numpy()
-        rest = np.linalg.norm(emb - emb.mean(0), axis=1) / np.linalg.norm(emb, axis=1)
-        out[tower] = float(rest.min())
+        out[tower] = embedding_sensitivity(emb)
     return out
 
 

@@ -4,15 +4,15 @@ Torch-free, so `--list` and other teams can read it without the build dependenci
 """
 from __future__ import annotations
 
-import ast
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional
+
+from export.models.demo_config import DEMO_EMBED_DIM, DEMO_IMAGE_SIZE, DEMO_LAYOUT, DEMO_PREPROCESS, DEMO_WEIGHTS
 
 LAYOUT_APPLE = "ml-mobileclip"
 LAYOUT_OPEN_CLIP = "open_clip"
-LAYOUT_DEMO = "edgeclip-demo"
+LAYOUT_DEMO = DEMO_LAYOUT
 LAYOUT_TIMM = "timm"  # image tower alone, as a timm model whose 512-class head is the CLIP projection
 LAYOUTS = (LAYOUT_APPLE, LAYOUT_OPEN_CLIP, LAYOUT_DEMO, LAYOUT_TIMM)
 
@@ -119,36 +119,7 @@ def image_only_variant(spec: ModelSpec) -> Optional[ModelSpec]:
     return found if found is not None and LAYOUT_TIMM in found.layouts else None
 
 
-def _demo_constants() -> dict:
-    """Module-level constants of DEMO's `export/models/demo.py`, read without importing it (that needs torch)."""
-    path = Path(__file__).resolve().parent / "models" / "demo.py"
-    found: dict = {}
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (OSError, SyntaxError):
-        return found
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                found[node.targets[0].id] = ast.literal_eval(_NameInliner(found).visit(node.value))
-            except ValueError:
-                pass  # not a literal (a Path, a call): not needed here
-    return found
-
-
-class _NameInliner(ast.NodeTransformer):
-    """Replace names of already-read constants by their values so `literal_eval` accepts the expression."""
-
-    def __init__(self, known: dict) -> None:
-        self.known = known
-
-    def visit_Name(self, node: ast.Name) -> ast.AST:
-        return ast.Constant(self.known[node.id]) if node.id in self.known else node
-
-
 def _specs() -> list[ModelSpec]:
-    demo = _demo_constants()
-    demo_pre = demo.get("DEMO_PREPROCESS", {})
     s0 = ModelSpec("mobileclip-s0", "MobileCLIP-S0", 256, 512, 11.4, 42.4, (_apple("s0"),), aliases=("s0",))
     s1 = ModelSpec("mobileclip-s1", "MobileCLIP-S1", 256, 512, 21.5, 63.4, (_apple("s1"), _oc_apple("s1"),
                    _oc_apple("s1", "open_clip_pytorch_model.bin")), open_clip_name="MobileCLIP-S1", aliases=("s1",))
@@ -178,10 +149,10 @@ def _specs() -> list[ModelSpec]:
                   open_clip_name="MobileCLIP2-S3", mean_std=OPENAI_MEAN_STD),
         ModelSpec("mobileclip2-s4", "MobileCLIP2-S4", 256, 768, 321.8, 123.7, (_oc_timm("s4"), _mc2_apple("s4")),
                   open_clip_name="MobileCLIP2-S4", mean_std=OPENAI_MEAN_STD),
-        ModelSpec("demo", "edgeclip demo (tiny, trained on the synthetic set)", int(demo.get("DEMO_IMAGE_SIZE", 64)),
-                  int(demo.get("DEMO_EMBED_DIM", 64)), 0.0, 0.0, (Source(LAYOUT_DEMO, None, "demo.safetensors"),),
-                  mean_std=(tuple(demo_pre.get("mean", (0.0,) * 3)), tuple(demo_pre.get("std", (1.0,) * 3))),
-                  interpolation=demo_pre.get("interpolation", "bilinear")),
+        ModelSpec("demo", "edgeclip demo (tiny, trained on the synthetic set)", DEMO_IMAGE_SIZE, DEMO_EMBED_DIM,
+                  0.0, 0.0, (Source(LAYOUT_DEMO, None, DEMO_WEIGHTS.name),),
+                  mean_std=(tuple(DEMO_PREPROCESS["mean"]), tuple(DEMO_PREPROCESS["std"])),
+                  interpolation=DEMO_PREPROCESS["interpolation"]),
     ]
 
 

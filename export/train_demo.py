@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from edgeclip.files import atomic_path
-from export.models.demo import (DEMO_IMAGE_SIZE, DEMO_PREPROCESS, DEMO_WEIGHTS, DemoCLIP, build_demo_model,
-                                checkpoint_metadata, tokenize, torch_encoders)
+from export.models.demo import DemoCLIP, build_demo_model, checkpoint_metadata, tokenize, torch_encoders
+from export.models.demo_config import DEMO_IMAGE_SIZE, DEMO_PREPROCESS, DEMO_WEIGHTS
 from quantize.augment import apply_crop, apply_rand_augment, parse_entry
 from quantize.shards import read_shards
 from quantize.synthetic import ensure_dataset, evaluate_zero_shot, load_zero_shot, split_shards

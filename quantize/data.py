@@ -20,7 +20,7 @@ from quantize.reinforced import DecodedSample, ReadStats, iter_samples
 
 
 @dataclass
-class EvalSet:
+class HeldOutSet:
     """Held-out inputs: one image view and one paired caption per sample, all captions, teacher rows."""
 
     images: list[np.ndarray] = field(default_factory=list)
@@ -63,7 +63,7 @@ def plan_sources(paths: Sequence[str | os.PathLike], eval_paths: Sequence[str | 
                            source=", ".join(str(p) for p in paths))
 
 
-def _eval_entry(sample: DecodedSample, spec: dict, out: EvalSet, text: bool = True) -> None:
+def _eval_entry(sample: DecodedSample, spec: dict, out: HeldOutSet, text: bool = True) -> None:
     """Add one held-out sample: its first stored view (the teacher's crop) or the plain preprocessing."""
     from edgeclip.preprocess import preprocess_image
 
@@ -87,7 +87,7 @@ class SamplePass:
     def __init__(self, plan: CalibrationPlan, spec: dict | None, search_images: int = 16, text: bool = True):
         self.plan, self.spec, self.search_images, self.text = plan, spec, search_images, text
         self.stats = ReadStats()
-        self.eval = EvalSet()
+        self.eval = HeldOutSet()
         self.captions: list[str] = []
         self.search: list[np.ndarray] = []
         self.calibration_images = 0

@@ -29,6 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from edgeclip.files import atomic_path
+from edgeclip.paths import edgeclip_home
 from quantize.augment import AugmentError, parse_entry
 from quantize.datacompdr import (DR_REPO, SOURCE_NAME, URL_REPO, Candidate, DataUnavailable, HubDataset,
                                  iter_candidates, shard_file)
@@ -48,11 +49,6 @@ PROVENANCE = "provenance.json"
 DATACOMP_MAX_SIDE = 512
 _OWN_SHARD = re.compile(rf"^{SHARD_PREFIX}-\d{{6}}\.tar$")
 _FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}
-
-
-def edgeclip_home() -> Path:
-    """``$EDGECLIP_HOME``, default ``~/.cache/edgeclip``."""
-    return Path(os.environ.get("EDGECLIP_HOME") or Path.home() / ".cache" / "edgeclip").expanduser()
 
 
 def default_dir() -> Path:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from edgeclip.bundle.write import OUTPUT_POLICY, check_output
+from edgeclip.paths import edgeclip_home
 from quantize.calibration import METHODS
 from quantize.errors import QuantizeError
 from quantize.fetch_calibration import (SOURCE_NAME, calibration_cached, default_dir, ensure_calibration,
@@ -23,10 +23,6 @@ from quantize.hub_probe import hub_unreachable_reason
 from quantize.quantizer import quantize_bundle
 from quantize.recipes import TARGETS, Target, get_target
 from quantize.search import Goals
-
-
-def _edgeclip_home() -> Path:
-    return Path(os.environ.get("EDGECLIP_HOME") or Path.home() / ".cache" / "edgeclip")
 
 
 def _export_fp32(model_id: str, checkpoint: str | None, target: Target, work: Path) -> Path:
@@ -165,7 +161,7 @@ def _main(args: argparse.Namespace) -> int:
             fp32 = _export_fp32(model_id, args.checkpoint, target, Path(tmp))
         from edgeclip.bundle import load_bundle
 
-        out = Path(args.out) if args.out else _edgeclip_home() / "bundles" / \
+        out = Path(args.out) if args.out else edgeclip_home() / "bundles" / \
             f"{load_bundle(fp32, verify=False).model_id}-int8-{target.name}"
         path = quantize_bundle(fp32, out, target=target.name, calibration=calibration, samples=args.samples,
                                eval_samples=args.eval_samples, eval_paths=args.eval_paths, method=args.method,

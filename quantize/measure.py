@@ -10,6 +10,7 @@ from typing import Iterable
 import numpy as np
 import onnxruntime as ort
 
+from edgeclip.zeroshot import l2_normalize
 from runtime.bench_timing import alternate, run_child
 
 LATENCY_ROUNDS = 3  # fp32/int8 process pairs per latency ratio
@@ -19,10 +20,6 @@ def embed(session: ort.InferenceSession, feeds: Iterable[dict[str, np.ndarray]])
     """Concatenate the first output over all feeds (unnormalized embeddings, float64 for metrics)."""
     outs = [session.run(None, feed)[0] for feed in feeds]
     return np.concatenate(outs).astype(np.float64)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def fidelity(ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
@@ -38,6 +35,10 @@ def fidelity(ref: np.ndarray, test: np.ndarray) -> dict[str, float]:
     sqnr = 10 * np.log10(float(np.sum(rc ** 2)) / noise) if noise > 0 else float("inf")
     return {"mean_cos": float(cos.mean()), "min_cos": float(cos.min()), "centered_mean_cos": float(ccos.mean()),
             "centered_min_cos": float(ccos.min()), "centered_sqnr_db": float(sqnr), "n": int(len(cos))}
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return l2_normalize(x, np.float64)
 
 
 def input_sensitivity(emb: np.ndarray) -> float:

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from edgeclip.errors import EdgeclipError
 from quantize.calibration import CalibrationConfig, batched, calibrate
-from quantize.data import CalibrationPlan, EvalSet, SamplePass, plan_sources
+from quantize.data import CalibrationPlan, HeldOutSet, SamplePass, plan_sources
 from quantize.errors import QuantizeError
 from quantize.fetch_calibration import fetch_summary
 from quantize.measure import embed, fidelity, input_sensitivity, latency_ratio, neighbour_overlap, recall_at_1
@@ -204,7 +204,7 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
         return _write(out_dir, manifest, files)
 
 
-def _assemble_report(manifest, tgt, plan, calib, goals, sample_pass, towers_report, embeddings, ev: EvalSet,
+def _assemble_report(manifest, tgt, plan, calib, goals, sample_pass, towers_report, embeddings, ev: HeldOutSet,
                      final, q: Quantizer, started: float) -> dict:
     report = {
         "model_id": manifest.get("model_id"), "target": tgt.name,

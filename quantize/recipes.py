@@ -18,6 +18,7 @@ import onnx
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
+from edgeclip.files import atomic_path
 from quantize.errors import QuantizeError
 
 
@@ -224,17 +225,15 @@ def quantize_nodes(fp32_path: str | os.PathLike, out_path: str | os.PathLike, ra
     root_level = logging.root.level
     logging.root.setLevel(logging.ERROR)  # ORT logs a pre-processing hint on the root logger at every call
     try:
-        with tempfile.TemporaryDirectory(prefix="edgeclip-q-", dir=Path(out_path).parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix="edgeclip-q-") as tmp, atomic_path(out_path) as tmp_out:
             cache = Path(tmp) / "ranges.json"
             save_tensors_data(ranges, cache)
-            tmp_out = Path(tmp) / "model.onnx"
             quantize_static(
                 str(fp32_path), str(tmp_out), calibration_data_reader=None, quant_format=QuantFormat.QDQ,
                 op_types_to_quantize=list(target.op_types), per_channel=target.per_channel,
                 activation_type=target.activation_type, weight_type=QuantType.QInt8,
                 nodes_to_quantize=nodes, calibrate_method=ranges.calibration_method,
                 extra_options=extra, calibration_cache_path=cache)
-            os.replace(tmp_out, out_path)
     finally:
         logging.root.setLevel(root_level)
     return Path(out_path)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -19,7 +17,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from edgeclip.files import atomic_path
+from edgeclip.files import atomic_dir, atomic_path
+from edgeclip.paths import edgeclip_home
 from quantize.shards import ReinforcedSample, read_shards, write_shards
 
 DATASET_VERSION = 4
@@ -314,8 +313,7 @@ def make_sample(seed: int, split: str, index: int) -> tuple[ReinforcedSample, Sc
 
 def default_root(seed: int = 0) -> Path:
     """Cache location: $EDGECLIP_HOME/datasets/synthetic-v<version>-seed<seed> (default ~/.cache/edgeclip)."""
-    home = Path(os.environ.get("EDGECLIP_HOME") or Path.home() / ".cache" / "edgeclip")
-    return home / "datasets" / f"synthetic-v{DATASET_VERSION}-seed{seed}"
+    return edgeclip_home() / "datasets" / f"synthetic-v{DATASET_VERSION}-seed{seed}"
 
 
 def generate_split(out: Path, seed: int, split: str, n: int, progress: bool = False) -> None:
@@ -368,17 +366,8 @@ def ensure_dataset(root: str | os.PathLike | None = None, seed: int = 0, sizes: 
             continue
         if split not in sizes:
             raise DatasetError(f"unknown split {split!r}; the dataset has {', '.join(sizes)}")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{split}.", dir=root))
-        try:
+        with atomic_dir(root / split, exist_ok=True) as tmp:  # another process may finish this split first
             generate_split(tmp, seed, split, sizes[split], progress=progress)
-            try:
-                os.replace(tmp, root / split)
-            except OSError:  # another process finished this split first
-                if not (root / split).is_dir():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
     return root
 
 

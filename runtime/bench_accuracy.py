@@ -17,6 +17,8 @@ from typing import Optional, Union
 
 import numpy as np
 
+from edgeclip.zeroshot import l2_normalize
+
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_TEMPLATE = "a photo of a {}."
 
@@ -115,10 +117,8 @@ def _split_key(name: str) -> tuple[str, str]:
 
 
 def normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero)."""
-    x = np.asarray(x, dtype=np.float64)
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(n == 0, 1, n)
+    """Rows scaled to unit length in float64 (zero rows stay zero), for accuracy and cosine metrics."""
+    return l2_normalize(x, np.float64)
 
 
 def class_embeddings(text_emb: np.ndarray, prompts: list[list[str]]) -> np.ndarray:

@@ -11,6 +11,8 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 
+from edgeclip.tokenizer.constants import EOT_ID, SOT_ID
+
 TowerFn = Callable[[np.ndarray], np.ndarray]
 TOWERS = ("image", "text")
 # Asked for on every run so that a desktop report says why they are missing.
@@ -18,7 +20,6 @@ ALWAYS_ASKED = ("XnnpackExecutionProvider", "NnapiExecutionProvider")
 NOT_ON_DEVICE = {
     "AzureExecutionProvider": "remote inference endpoint, not an on-device execution provider",
 }
-SOT_ID, EOT_ID = 49406, 49407
 
 
 @dataclass

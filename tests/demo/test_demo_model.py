@@ -4,8 +4,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the build side needs torch, timm and open_clip (pip install -e '.[export]')")
 
-from export.models.demo import (DEMO_EMBED_DIM, DEMO_IMAGE_SIZE, DEMO_WEIGHTS, DemoCheckpointError, build_demo_model,
-                                load_demo_state_dict, tokenize, torch_encoders)
+from export.models.demo import DemoCheckpointError, build_demo_model, load_demo_state_dict, tokenize, torch_encoders
+from export.models.demo_config import DEMO_EMBED_DIM, DEMO_IMAGE_SIZE, DEMO_WEIGHTS
 from export.train_demo import main as train_main
 from export.train_demo import reinforced_loss, save_checkpoint, train
 from quantize.synthetic import evaluate_zero_shot, load_zero_shot

@@ -12,7 +12,7 @@ from export.registry import MODELS
 
 
 def test_demo_entry_reads_demo_constants():
-    from export.models import demo
+    from export.models import demo_config as demo
 
     spec = MODELS["demo"]
     assert spec.image_size == demo.DEMO_IMAGE_SIZE and spec.embed_dim == demo.DEMO_EMBED_DIM
