@@ -15,7 +15,8 @@ test: install
 
 # the parity cases left out of CI (MobileCLIP-B fixtures, S1/S2, every ONNX graph on image files): docs/parity.md
 test-slow: install
-	$(PY) -m pytest -m slow tests/apple tests/export/test_export_parity.py
+	$(PY) -m pytest -m slow tests/apple tests/export/test_export_parity.py tests/export/test_timm_image_only.py \
+		tests/export/test_timm_quantize.py
 
 bench: install
 	EDGECLIP_BENCH_QUICK=1 $(PY) -m pytest -m bench benchmarks -k "mobileclip-s0 and not mobileclip2"
