@@ -91,6 +91,7 @@ class SamplePass:
         self.captions: list[str] = []
         self.search: list[np.ndarray] = []
         self.calibration_images = 0
+        self.split_note: str | None = None  # set when a small set made the evaluation split smaller
 
     def _add_eval(self, sample: DecodedSample) -> bool:
         try:
@@ -106,38 +107,72 @@ class SamplePass:
                 break
             self._add_eval(sample)
 
+    def _calibrate(self, sample: DecodedSample, on_sample: Callable[[], None] | None) -> Iterator[np.ndarray]:
+        """Yield one sample's calibration views; returns whether the sample counted."""
+        self.captions.extend(sample.captions)
+        if self.spec is not None:
+            try:
+                views = sample_views(sample, self.spec, self.plan.views, self.plan.rand_augment)
+            except (AugmentError, ValueError) as exc:
+                self.stats.skip(f"bad augmentation: {exc.__class__.__name__}")
+                return False
+            for v in views:
+                if len(self.search) < self.search_images:
+                    self.search.append(v)
+                yield v
+        self.calibration_images += 1
+        if on_sample:
+            on_sample()
+        return True
+
     def image_views(self, on_sample: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
-        """Yield calibration views (and fill eval/captions on the way); run it to the end once."""
+        """Yield calibration views (and fill eval/captions on the way); run it to the end once.
+
+        Held out from the calibration source, the evaluation split is the first ``eval_samples`` usable samples;
+        when the source runs out before ``samples`` calibration samples, it shrinks to a quarter of all usable
+        samples (at least 2), the rest calibrate, and ``split_note`` says so.
+        """
         if self.plan.evaluation is not None:
             self._load_eval()
-        taken = 0
+        held: list[DecodedSample] | None = [] if self.plan.evaluation is None else None
         for sample in iter_samples(self.plan.calibration, self.stats):
-            if self.plan.evaluation is None and self.eval.count < self.plan.eval_samples:
-                self._add_eval(sample)
+            if held is not None and self.eval.count < self.plan.eval_samples:
+                if self._add_eval(sample):
+                    held.append(sample)
                 continue
-            if taken >= self.plan.samples:
+            if self.calibration_images >= self.plan.samples:
                 break
-            self.captions.extend(sample.captions)
-            if self.spec is not None:
-                try:
-                    views = sample_views(sample, self.spec, self.plan.views, self.plan.rand_augment)
-                except (AugmentError, ValueError) as exc:
-                    self.stats.skip(f"bad augmentation: {exc.__class__.__name__}")
-                    continue
-                for v in views:
-                    if len(self.search) < self.search_images:
-                        self.search.append(v)
-                    yield v
-            taken += 1
-            self.calibration_images = taken
-            if on_sample:
-                on_sample()
-        if self.eval.count < 2:
+            yield from self._calibrate(sample, on_sample)
+            if held and self.calibration_images >= 3 * len(held):
+                held.clear()  # a quarter or less already: the split stays, the held samples need not stay in memory
+        if held and self.calibration_images < self.plan.samples:
+            yield from self._shrink_split(held, on_sample)
+        taken = self.calibration_images
+        if held is not None and taken + self.eval.count in (1, 2):
+            raise QuantizeError(f"only {taken + self.eval.count} usable samples in {self.plan.source}; evaluation "
+                                f"needs 2 and calibration at least 1 (add samples, or give --eval separately)")
+        if self.eval.count < 2 and taken + self.eval.count:
             raise QuantizeError(f"only {self.eval.count} usable evaluation samples in "
                                 f"{self.plan.evaluation or self.plan.calibration}; need at least 2")
         if taken == 0:
             raise QuantizeError(f"no usable calibration sample in {self.plan.source} "
                                 f"(skipped: {dict(self.stats.reasons)})")
+
+    def _shrink_split(self, held: list[DecodedSample], on_sample: Callable[[], None] | None) -> Iterator[np.ndarray]:
+        """Keep a quarter of all usable samples (at least 2) for evaluation and calibrate on the rest of `held`."""
+        total = len(held) + self.calibration_images
+        keep = max(2, total // 4)
+        if keep >= len(held):
+            return
+        self.eval = type(self.eval)()
+        for sample in held[:keep]:
+            self._add_eval(sample)
+        for sample in held[keep:]:
+            if self.calibration_images >= self.plan.samples:
+                break
+            yield from self._calibrate(sample, on_sample)
+        self.split_note = (f"only {total} usable samples: {self.eval.count} held out for evaluation (at most a "
+                           f"quarter, instead of {self.plan.eval_samples}), {self.calibration_images} calibrate")
 
     def drain(self) -> None:
         """Run the pass without an image consumer (text-only bundles)."""

@@ -214,7 +214,8 @@ def _assemble_report(manifest, tgt, plan, calib, goals, sample_pass, towers_repo
                         "skip_reasons": dict(sample_pass.stats.reasons), "notes": sample_pass.stats.notes,
                         "fetch": fetch_summary(plan.calibration)},
         "eval": {"images": len(ev.images), "captions": len(ev.captions) + len(ev.pair_captions),
-                 "source": str(plan.evaluation or "held-out calibration samples")},
+                 "source": str(plan.evaluation or "held-out calibration samples"),
+                 "split_note": sample_pass.split_note},
         "goals": {"min_cos": goals.min_cos, "min_centered": goals.min_centered, "min_speedup": goals.min_speedup},
         "towers": towers_report, "latency_threads": 2,
         "latency_note": "" if tgt.provider == "CPUExecutionProvider" else

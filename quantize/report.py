@@ -45,7 +45,8 @@ def render_markdown(report: dict) -> str:
              *_fetch_lines(cal.get("fetch")),
              f"Peak memory of the run: {report.get('peak_rss_mb')} MB; took {report.get('seconds')} s.", "",
              f"Evaluation (held out, never used for calibration or search): {report['eval']['images']} images, "
-             f"{report['eval']['captions']} captions.", "",
+             f"{report['eval']['captions']} captions." + (f" Small set: {report['eval']['split_note']}."
+                                                         if report["eval"].get("split_note") else ""), "",
              "## Towers (INT8 vs fp32 on the evaluation set)", "",
              "| tower | precision | mean cos | min cos | centered mean cos | centered min cos | fp32 ms | int8 ms | "
              "speed ratio | speed ratio, 1 thread | unmet bars |", "|---|---|---|---|---|---|---|---|---|---|---|"]
