@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from edgeclip.bundle import Bundle
-from edgeclip.errors import BundleError, EdgeclipError, ImageError, InputError
+from edgeclip.errors import BundleError, EdgeclipError, InputError
+from edgeclip.files import atomic_path
 from edgeclip.preprocess import ALLOWED_FORMATS
 from edgeclip.search import Match, VectorMatrix, combine_queries
 
@@ -369,16 +370,57 @@ class PhotoIndex:
             self._bump(conn)
         return sorted(rows)
 
+    @property
+    def cache_dir(self) -> Path:
+        """Where the search matrix of the current generation is kept as .npy files (memory-mapped on open)."""
+        return self.path.parent / f"{self.path.name}.search-cache"
+
+    def _cache_files(self, generation: int) -> tuple[Path, Path]:
+        return self.cache_dir / f"g{generation}-ids.npy", self.cache_dir / f"g{generation}-vectors.npy"
+
     def matrix(self) -> VectorMatrix:
-        """The index's embeddings as one float32 matrix, loaded once and reloaded only after a change."""
+        """The index's embeddings as one float32 matrix: memory-mapped from the cache of this generation, or
+        read from the database once (and cached); reloaded only after the index changed."""
         generation = self.generation
         if self._matrix is None or self._matrix.generation != generation:
-            rows = self._conn.execute("SELECT id, embedding FROM photos ORDER BY id").fetchall()
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            dim = len(rows[0][1]) // self.dtype.itemsize if rows else 0
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=self.dtype).reshape(len(rows), dim)
-            self._matrix = VectorMatrix(ids, vectors.astype(np.float32), generation)
+            self._matrix = self._cached_matrix(generation) or self._read_matrix()
         return self._matrix
+
+    def _cached_matrix(self, generation: int) -> Optional[VectorMatrix]:
+        ids_file, vectors_file = self._cache_files(generation)
+        try:
+            ids = np.load(ids_file)
+            vectors = np.load(vectors_file, mmap_mode="r")
+        except (OSError, ValueError):
+            return None  # none yet, or unreadable: read the database instead
+        if vectors.dtype != np.float32 or vectors.ndim != 2 or len(vectors) != len(ids):
+            return None
+        return VectorMatrix(ids, vectors, generation)
+
+    def _read_matrix(self) -> VectorMatrix:
+        """Read every embedding in one snapshot (generation and rows agree), then write the cache best-effort."""
+        self._conn.execute("BEGIN")
+        try:
+            generation = self.generation
+            rows = self._conn.execute("SELECT id, embedding FROM photos ORDER BY id").fetchall()
+        finally:
+            self._conn.execute("COMMIT")
+        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        dim = len(rows[0][1]) // self.dtype.itemsize if rows else 0
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=self.dtype).reshape(len(rows), dim)
+        matrix = VectorMatrix(ids, vectors.astype(np.float32), generation)
+        try:
+            self.cache_dir.mkdir(exist_ok=True)
+            keep = self._cache_files(generation)
+            for path, array in zip(keep, (matrix.ids, matrix.vectors)):
+                with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                    np.save(fh, array)
+            for old in self.cache_dir.glob("g*-*.npy"):
+                if old not in keep:
+                    old.unlink()
+        except OSError:
+            pass  # a read-only folder: search still works, it just reads the database on every open
+        return matrix
 
     def search_vector(self, query: np.ndarray, top_k: int = 10) -> list[Match]:
         """The top_k indexed files closest (cosine) to a unit query vector, best first."""

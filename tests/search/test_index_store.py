@@ -94,3 +94,23 @@ def test_cli_index_report_search(photos, tmp_path, demo_bundle, capsys):
     assert "no index at" in capsys.readouterr().err
     assert main(["index", str(demo_bundle), "--db", str(db)]) == 1
     assert "at least one PATH" in capsys.readouterr().err
+
+
+def test_search_matrix_cache_follows_the_index(photos, tmp_path, demo_encoder):
+    db = tmp_path / "photos.db"
+    with PhotoIndex(db, demo_encoder) as index:
+        index.update([photos])
+        first = index.search("a red circle", top_k=1)[0]
+        cached = sorted(p.name for p in index.cache_dir.iterdir())
+        assert cached == [f"g{index.generation}-ids.npy", f"g{index.generation}-vectors.npy"]
+    with PhotoIndex(db, demo_encoder) as index:  # reopened: the matrix comes memory-mapped from the cache
+        assert isinstance(index.matrix().vectors, np.memmap) or isinstance(index.matrix().vectors.base, np.memmap)
+        assert index.search("a red circle", top_k=1)[0] == first
+        (photos / "red-circle.jpg").unlink()
+        index.update([photos])
+        assert all(m.path != first.path for m in index.search("a red circle", top_k=20))
+        assert sorted(p.name for p in index.cache_dir.iterdir())[0].startswith(f"g{index.generation}-")
+        vectors_file = index.cache_dir / f"g{index.generation}-vectors.npy"
+        vectors_file.write_bytes(b"broken cache")
+    with PhotoIndex(db, demo_encoder) as index:  # a damaged cache is read from the database again
+        assert len(index.search("a red circle", top_k=100)) == len(index) == 12
