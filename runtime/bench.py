@@ -28,6 +28,7 @@ from runtime.bench_accuracy import (
     load_eval_set,
     top1,
 )
+from runtime.bench_device import photo_rows, stream_rows, tower_probe_rows
 from runtime.bench_runners import (
     TOWERS,
     Runner,
@@ -60,6 +61,8 @@ class BenchConfig:
     end_to_end: bool = True
     cold_start: bool = True
     cold_repeats: int = 3
+    stream_images: int = 0  # 12 MP JPEGs for the streaming row (the command line's default is 200); 0: no row
+    photos: Optional[Path] = None  # where the real-photo JPEGs are written and reused; default a temp folder
     accuracy: bool = True
     command: str = ""
     notes: list[str] = field(default_factory=list)
@@ -361,10 +364,15 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="edgeclip-bench-") as tmp:
         jpeg = config.image or make_test_jpeg(Path(tmp))
         onnx_runners = [r for r in runners if r.bundle]
+        photos = config.photos or Path(tmp) / "photos"
         if config.end_to_end:
             rows += end_to_end_rows(onnx_runners, config, jpeg, progress)
+            rows += photo_rows(onnx_runners, config.plan, config.threads, photos)
+            if config.stream_images:
+                rows += stream_rows(onnx_runners, config.threads, photos, config.stream_images)
         if config.cold_start:
             rows += process_rows(onnx_runners, config, jpeg, progress)
+            rows += tower_probe_rows(onnx_runners, config.threads, jpeg, config.cold_repeats)
     if config.accuracy:
         rows += accuracy_rows(runners, config, progress)
     rows += [{**row, "measured_in": "baseline rows file"} for row in extra_rows]
@@ -445,6 +453,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rows measured elsewhere (a JSON list of rows, or another report.json such as one from "
                     "`python -m benchmarks.side_by_side`) to show next to this run; ratios that use them say "
                     "'same run: no'")
+    ap.add_argument("--stream-images", type=int, metavar="N",
+                    help="12 MP real-photo JPEGs for the streaming-throughput row (default 200, with --quick 0; "
+                    "0: no such row)")
+    ap.add_argument("--photos", type=Path, metavar="DIR",
+                    help="folder for the real-photo JPEGs of the end-to-end and streaming rows, reused across runs "
+                    "(default: a temporary folder)")
     ap.add_argument("--no-end-to-end", action="store_true")
     ap.add_argument("--no-cold-start", action="store_true")
     ap.add_argument("--no-accuracy", action="store_true")
@@ -478,6 +492,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         towers=args.towers, batches=args.batches, plan=timing_plan(args), threads=args.threads, eval_dir=args.eval_dir,
         eval_limit=args.eval_limit, image=args.image, end_to_end=not args.no_end_to_end,
         cold_start=not args.no_cold_start, cold_repeats=1 if args.quick else 3, accuracy=not args.no_accuracy,
+        stream_images=max(0, args.stream_images if args.stream_images is not None else 0 if args.quick else 200),
+        photos=args.photos,
         command="python -m runtime.bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
     )
     try:

@@ -152,14 +152,6 @@ def tower_probe_rows(runners: list, threads: Optional[int], jpeg: Path, repeats:
     return rows
 
 
-def device_rows(runners: list, plan: TimingPlan, threads: Optional[int], photos: Path, jpeg: Path,
-                stream_images: int = 200, cold_repeats: int = 3) -> list[dict]:
-    """All three kinds of rows (see the module docstring); stream_images=0 leaves the streaming row out."""
-    return (photo_rows(runners, plan, threads, photos)
-            + (stream_rows(runners, threads, photos, stream_images) if stream_images else [])
-            + tower_probe_rows(runners, threads, jpeg, cold_repeats))
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Child entry point: read a job (kind "photo" or "stream") from stdin, print its result as one JSON line."""
     job = json.loads(sys.stdin.read())
