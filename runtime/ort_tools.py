@@ -11,6 +11,8 @@ import importlib
 import sys
 from types import ModuleType
 
+from edgeclip.errors import EdgeclipError
+
 
 def import_ort_tool(name: str) -> ModuleType:
     """Return ``onnxruntime.tools.<name>``, importing it with torch masked out."""
@@ -22,6 +24,11 @@ def import_ort_tool(name: str) -> ModuleType:
         sys.modules["torch"] = None  # type: ignore[assignment]  # find_spec("torch") -> None
     try:
         return importlib.import_module(f"onnxruntime.tools.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name != "onnx":
+            raise
+        raise EdgeclipError(f"{full_name} needs the `onnx` package: pip install onnx "
+                            "(or pip install 'edgeclip[device]')") from None
     finally:
         if masked:
             sys.modules.pop("torch", None)

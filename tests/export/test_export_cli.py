@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from export.cli import main
 from export.registry import MODELS
 
@@ -41,6 +43,7 @@ def test_usage_errors_exit_2(capsys):
 
 
 def test_nnapi_with_options_it_cannot_run_is_a_usage_error(capsys, tmp_path):
+    pytest.importorskip("torch", reason="the build side needs torch, timm and open_clip (pip install -e '.[export]')")
     out = tmp_path / "b"
     assert main(["--model", "s0", "--out", str(out), "--nnapi", "--batch", "dynamic"]) == 2
     assert "NNAPI needs a fixed batch" in capsys.readouterr().err
