@@ -7,7 +7,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from edgeclip.errors import BundleError, EdgeclipError, ProviderError
-from runtime.providers import Requested, resolve_providers, session_threads
+from runtime.providers import Requested, check_threads, resolve_providers, session_threads
 
 _MODEL_ERRORS = {"InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel", "InvalidArgument"}
 
@@ -37,8 +37,7 @@ def create_session(
     """
     import onnxruntime as ort
 
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ProviderError(f"threads must be a positive integer or None, got {threads!r}")
+    check_threads(threads)
     chosen = resolve_providers(providers, available=available, fixed_shape=fixed_shape, threads=threads)
     names = [name for name, _ in chosen]
     intra, config = session_threads(names, threads)
