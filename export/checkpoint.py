@@ -219,6 +219,11 @@ def _download(spec: ModelSpec, source: Source) -> Optional[Path]:
         got = hf_hub_download(source.repo, source.filename, local_dir=str(target.parent))
     except Exception:  # network down, repo moved, auth: the caller prints the manual instructions
         return None
+    if source.layout == LAYOUT_TIMM:  # the release's config.json beside the weights: its preprocessing
+        try:
+            hf_hub_download(source.repo, TIMM_CONFIG, local_dir=str(target.parent))
+        except Exception:  # without it the registry's copy of the same values is used
+            pass
     return Path(got)
 
 

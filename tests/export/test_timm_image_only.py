@@ -174,3 +174,36 @@ def test_config_json_of_another_release_is_refused(s0_release, tmp_path):
     cfg["pretrained_cfg"]["crop_pct"] = 0.875
     (ckpt.parent / "config.json").write_text(json.dumps(cfg))
     assert preprocess_for(spec, ckpt)["resize"] == int(256 / 0.875)  # the file's config wins over the registry
+
+
+def test_without_checkpoint_the_timm_release_and_its_config_are_downloaded(tmp_path):
+    """No --checkpoint: the weights and the release's config.json come from the Hub (a local stand-in here)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.hub.local_hub import LocalHub
+
+    cfg = release_config("mobileclip-s0-timm")
+    cfg["pretrained_cfg"]["crop_pct"] = 0.875  # unlike the registry: shows the downloaded config is the one used
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "config.json").write_text(json.dumps(cfg))
+    (release / "pytorch_model.bin").write_bytes(b"weights")  # only fetched here, never read
+    (release / "README.md").write_text("card")
+    hub = LocalHub()
+    hub.add("apple/mobileclip_s0_timm", release, "f" * 40)
+    code = ("from export.checkpoint import preprocess_for, resolve_checkpoint; from export.registry import get_spec; "
+            "spec = get_spec('s0-timm'); path = resolve_checkpoint(spec); "
+            "print(path.name, preprocess_for(spec, path)['resize'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "EDGECLIP_OFFLINE")}
+    env.update(HF_ENDPOINT=hub.url, EDGECLIP_HOME=str(tmp_path / "home"), HF_HOME=str(tmp_path / "hf"))
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                              cwd=Path(__file__).resolve().parents[2])
+    finally:
+        hub.close()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["pytorch_model.bin", str(int(256 / 0.875))]
+    got = sorted(p.name for p in (tmp_path / "home" / "checkpoints" / "mobileclip-s0-timm").iterdir() if p.is_file())
+    assert got == ["config.json", "pytorch_model.bin"]

@@ -51,18 +51,21 @@ def test_encoder_by_name_matches_the_local_bundle(cache, local_bundle):
 
 
 def test_missing_repo_incomplete_download_and_bad_names_are_clear_errors(cache):
+    _refused({"hf-hub:org/nothing": r"hf-hub:org/nothing .*offline.*not in the local cache",
+              "hf-hub:org/partial": r"hf-hub:org/partial .*incomplete download, text.onnx is not in the local",
+              "hf-hub:org/tiny@v9": r"hf-hub:org/tiny@v9 .*not in the local cache"})
+    _refused({bad: "not a Hub bundle name" for bad in ("hf-hub:", "hf-hub:org", "hf-hub:org/a/b", "hf-hub:../etc",
+                                                       "hf-hub:org/tiny@")})
+
+
+def _refused(cases: dict) -> None:
+    """Each bundle name fails to load with a BundleError matching its pattern."""
     from edgeclip.bundle import load_bundle
     from edgeclip.errors import BundleError
 
-    with pytest.raises(BundleError, match=r"hf-hub:org/nothing .*offline.*not in the local cache"):
-        load_bundle("hf-hub:org/nothing")
-    with pytest.raises(BundleError, match=r"hf-hub:org/partial .*incomplete download, text.onnx is not in the local"):
-        load_bundle("hf-hub:org/partial")
-    with pytest.raises(BundleError, match=r"hf-hub:org/tiny@v9 .*not in the local cache"):
-        load_bundle("hf-hub:org/tiny@v9")
-    for bad in ("hf-hub:", "hf-hub:org", "hf-hub:org/a/b", "hf-hub:../etc", "hf-hub:org/tiny@"):
-        with pytest.raises(BundleError, match="not a Hub bundle name"):
-            load_bundle(bad)
+    for ref, pattern in cases.items():
+        with pytest.raises(BundleError, match=pattern):
+            load_bundle(ref)
 
 
 def test_tampered_cached_file_is_refused(cache):
@@ -176,15 +179,8 @@ def test_download_fetches_only_the_manifests_files_then_works_offline(local_hub,
 
 
 def test_unknown_repo_revision_and_interrupted_download_online_then_offline(local_hub, monkeypatch):
-    from edgeclip.bundle import load_bundle
-    from edgeclip.errors import BundleError
-
-    with pytest.raises(BundleError, match=r"hf-hub:org/nothing \(Hugging Face Hub\): no such model repository"):
-        load_bundle("hf-hub:org/nothing")
-    with pytest.raises(BundleError, match=r"revision 'v9' does not exist"):
-        load_bundle("hf-hub:org/tiny@v9")
-    with pytest.raises(BundleError, match=r"image.onnx is named in manifest.json but missing from the repository"):
-        load_bundle("hf-hub:org/broken")
+    _refused({"hf-hub:org/nothing": r"hf-hub:org/nothing \(Hugging Face Hub\): no such model repository",
+              "hf-hub:org/tiny@v9": r"revision 'v9' does not exist",
+              "hf-hub:org/broken": r"image.onnx is named in manifest.json but missing from the repository"})
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # what the failed download left in the cache is not a bundle
-    with pytest.raises(BundleError, match=r"incomplete download, image.onnx is not in the local cache"):
-        load_bundle("hf-hub:org/broken")
+    _refused({"hf-hub:org/broken": r"incomplete download, image.onnx is not in the local cache"})
