@@ -1,9 +1,10 @@
 """The repository stands on its own: no test, conftest, benchmark, tool or doc points outside it.
 
-Two checks on every such Python file: its text (absolute paths into other trees, a `shared` folder, `".."` joined
-onto a path) and its syntax (`Path(__file__).parents[k]`, `.parent` chains, `os.path.dirname` nesting and
-`/ ".."`, followed through module-level names, must stay inside the repository root). Docs may link and name
-only files that exist in the repository (or that the project's tools write, like `report.md`).
+Two checks on every such Python file: its text (absolute paths into other trees, `".."` joined onto a path) and
+its syntax (`Path(__file__).parents[k]`, `.parent` chains, `os.path.dirname` nesting, `/ ".."` and `"../x"` given
+to Path or open, followed through module-level names, must stay inside the repository root). Code and docs may
+link and name only documents that exist in the repository (or that the project's tools write, like `report.md`),
+and docs may point only at relative paths inside it.
 """
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 SCANNED = ("tests", "benchmarks", "tools")
 TEXT_PATTERNS = {
     "absolute path into another tree": re.compile(r"""["'`\s(=](/work|/home|/Users|/root|/mnt)/"""),
-    "a `shared` folder": re.compile(r"""\.\./shared\b|["']shared["']\s*/|/\s*["']shared["']"""),
     '".." joined onto a path': re.compile(r"""(/|,)\s*["']\.\.["']"""),
 }
 WRITTEN_BY_TOOLS = {"report.md"}  # names the project's commands write into their output folders
@@ -76,8 +76,11 @@ def _location(node: ast.AST, path: Path, names: dict[str, Path]) -> Optional[Pat
     if isinstance(node, ast.Call) and node.args:
         func = node.func
         name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+        first = node.args[0]
+        if name in ("Path", "PurePath", "open") and isinstance(first, ast.Constant) and str(first.value).startswith("../"):
+            return Path(os.path.normpath(path.parent / str(first.value)))  # a relative path read from beside the file
         if name in ("Path", "PurePath", "abspath", "realpath"):
-            return _location(node.args[0], path, names)
+            return _location(first, path, names)
         if name == "dirname":
             base = _location(node.args[0], path, names)
             return base.parent if base is not None else None
@@ -94,12 +97,13 @@ def test_file_refers_only_to_paths_inside_the_repository(path):
 
 BAD = {
     "parents climbing past the root": 'from pathlib import Path\nX = Path(__file__).resolve().parents[3] / "data"\n',
-    "a sibling shared folder": 'from pathlib import Path\nROOT = Path(__file__).parents[2]\nF = ROOT.parent / "shared" / "x.json"\n',
+    "a sibling folder": 'from pathlib import Path\nROOT = Path(__file__).parents[2]\nF = ROOT.parent / "reference" / "x.json"\n',
+    "relative path climbing out": 'from pathlib import Path\nF = Path("../../../reference/x.json")\n',
     "parent chain": 'from pathlib import Path\nF = Path(__file__).parent.parent.parent.parent / "x"\n',
     "name then parent": 'from pathlib import Path\nROOT = Path(__file__).resolve().parents[2]\nUP = ROOT.parent\n',
     "dirname nesting": 'import os\nD = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))\n',
     "joined dot-dot": 'import os\nD = os.path.join(os.path.dirname(__file__), "..", "..")\n',
-    "absolute path": 'GOLDEN = "/work/shared/reference/tokenizer_golden.json"\n',
+    "absolute path": 'GOLDEN = "/home/me/reference/tokenizer_golden.json"\n',
 }
 GOOD = {
     "repo root": 'from pathlib import Path\nROOT = Path(__file__).resolve().parents[2]\nW = ROOT / "export" / "weights"\n',
@@ -120,6 +124,7 @@ def test_checker_accepts_paths_inside_the_repository(case):
 
 
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+RELATIVE = re.compile(r"(?<![\w.])((?:\.\./)+[\w.-]+(?:/[\w.-]+)*)")
 MD_NAME = re.compile(r"[\w./-]*\w\.md\b")
 
 
@@ -135,20 +140,40 @@ def test_docs_link_and_name_only_files_in_the_repository(doc):
     for name in MD_NAME.findall(text):
         if Path(name).name not in WRITTEN_BY_TOOLS and not ((doc.parent / name).exists() or (REPO / name).exists()):
             missing.append(f"file {name}")
+    for rel in RELATIVE.findall(text):
+        where = [Path(os.path.normpath(base / rel)) for base in (doc.parent, REPO)]
+        if not any((w == REPO or REPO in w.parents) and w.exists() for w in where):
+            missing.append(f"path {rel} (not in the repository)")
     missing += [f"{what}: {m.group().strip()!r}" for what, pattern in TEXT_PATTERNS.items()
                 if what != '".." joined onto a path' for m in pattern.finditer(text)]
     assert not missing, f"{doc.relative_to(REPO)} refers to what is not in the repository: {missing}"
 
 
-PLANNING = re.compile(r"\b(design\.md|INTERFACES\.md|[Ii]ssue \d+|[Dd]one[- ]when \d|(EXPORT|DEVICE|QUANTIZE|QUANT|BENCH|RUNTIME|TOKENIZER|LEAD)('s\b| team))")
+PLANNING = re.compile(r"\b([Ii]ssue \d+|[Dd]one[- ]when \d|(EXPORT|DEVICE|QUANTIZE|QUANT|BENCH|RUNTIME|TOKENIZER|LEAD)('s\b| team))")
+CODE_SUFFIXES = {".py", ".sh", ".toml", ".cfg", ".txt"}
 
 
-def test_no_file_refers_to_planning_notes_or_teams():
-    """Code, tests and docs explain themselves; they do not cite planning notes, issue numbers or team names."""
-    suffixes = {".py", ".md", ".sh", ".toml", ".cfg", ".txt"}
-    files = [p for p in REPO.rglob("*") if p.is_file() and (p.suffix in suffixes or p.name in ("Makefile", "run"))
-             and not {".git", ".venv", "node_modules"} & set(p.parts) and not p.parts[-2].endswith(".egg-info")
-             and p != Path(__file__).resolve()]
+def code_files() -> list[Path]:
+    """Every text file of the repository that is not a doc (docs are checked above), this file aside."""
+    return [p for p in REPO.rglob("*") if p.is_file() and (p.suffix in CODE_SUFFIXES or p.name in ("Makefile", "run"))
+            and not {".git", ".venv", "node_modules"} & set(p.parts) and not p.parts[-2].endswith(".egg-info")
+            and p != Path(__file__).resolve()]
+
+
+def test_no_file_refers_to_issue_numbers_or_teams():
+    """Code, tests and docs explain themselves; they do not cite issue numbers, acceptance items or team names."""
+    files = code_files() + doc_files()
     found = [f"{p.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group()!r}"
              for p in files for text in [p.read_text(encoding="utf-8", errors="replace")] for m in PLANNING.finditer(text)]
-    assert not found, "mentions of planning notes or teams:\n" + "\n".join(found)
+    assert not found, "mentions of issue numbers or teams:\n" + "\n".join(found)
+
+
+def test_code_names_only_documents_that_exist():
+    """A `.md` file named in code, tests or build files exists in the repository (or is one the tools write)."""
+    found = []
+    for p in code_files():
+        text = p.read_text(encoding="utf-8", errors="replace")
+        for name in MD_NAME.findall(text):
+            if Path(name).name not in WRITTEN_BY_TOOLS and not ((p.parent / name).exists() or (REPO / name).exists()):
+                found.append(f"{p.relative_to(REPO)}: {name}")
+    assert not found, "documents that are not in the repository:\n" + "\n".join(found)
