@@ -27,8 +27,7 @@ def import_ort_tool(name: str) -> ModuleType:
     except ModuleNotFoundError as exc:
         if exc.name != "onnx":
             raise
-        raise EdgeclipError(f"{full_name} needs the `onnx` package: pip install onnx "
-                            "(or pip install 'edgeclip[device]')") from None
+        raise EdgeclipError(f"{full_name} needs the `onnx` package: pip install onnx") from None
     finally:
         if masked:
             sys.modules.pop("torch", None)

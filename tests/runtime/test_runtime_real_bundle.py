@@ -13,7 +13,7 @@ DEMO_WEIGHTS = Path(__file__).resolve().parents[2] / "export" / "weights" / "dem
 if not DEMO_WEIGHTS.exists():  # checked before importing torch so the skip costs nothing
     pytest.skip(f"demo weights {DEMO_WEIGHTS} are not trained/shipped yet (python -m export.train_demo)",
                 allow_module_level=True)
-torch = pytest.importorskip("torch", reason="exporting a real bundle needs the build side (pip install edgeclip[export])")
+torch = pytest.importorskip("torch", reason="exporting a real bundle needs the build side (pip install -e '.[export]')")
 T = pytest.importorskip("torchvision.transforms", reason="torchvision is the reference transform")
 
 TEXTS = ["a photo of a red circle", "a blue square on a white background", "", "three green triangles"]

@@ -15,7 +15,7 @@ from PIL import Image
 from edgeclip import Encoder
 
 pytestmark = pytest.mark.slow
-torch = pytest.importorskip("torch", reason="exporting a real bundle needs the build side (pip install edgeclip[export])")
+torch = pytest.importorskip("torch", reason="exporting a real bundle needs the build side (pip install -e '.[export]')")
 T = pytest.importorskip("torchvision.transforms", reason="torchvision is the reference transform")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reference_fixtures import REFERENCE_DIR, fixture_state_dict, load_fixture  # noqa: E402
