@@ -11,6 +11,11 @@ from edgeclip.errors import InputError
 
 
 @pytest.fixture(scope="module")
+def enc(tiny):
+    return Encoder(tiny, providers="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
 def photo(tmp_path_factory):
     path = tmp_path_factory.mktemp("minor") / "photo.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(path)
@@ -35,15 +40,13 @@ def test_embed_out_folder_names_the_folder_not_a_temp_file(tiny, tmp_path, capsy
 
 
 @pytest.mark.parametrize("top_k", [0, -1, "x", 1.5, True])
-def test_api_top_k_must_be_a_positive_integer(tiny, photo, top_k):
-    enc = Encoder(tiny, providers="cpu", threads=1)
+def test_api_top_k_must_be_a_positive_integer(enc, photo, top_k):
     with pytest.raises(InputError, match="top_k") as err:
         enc.classify(photo, ["cat", "dog"], top_k=top_k)
     assert repr(top_k) in str(err.value)
 
 
-def test_api_top_k_larger_than_the_labels_shows_them_all(tiny, photo):
-    enc = Encoder(tiny, providers="cpu", threads=1)
+def test_api_top_k_larger_than_the_labels_shows_them_all(enc, photo):
     assert len(enc.classify(photo, ["cat", "dog"], top_k=10)) == 2
     assert len(enc.classify(photo, ["cat", "dog", "car"], top_k=1)) == 1
 
