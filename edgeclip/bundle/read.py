@@ -13,6 +13,7 @@ from edgeclip.hub import is_hub_ref, resolve_bundle
 
 
 PathLike = Union[str, Path]
+MAX_MANIFEST_BYTES = 16 << 20
 
 
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
@@ -99,10 +100,15 @@ def _read_manifest(root: Path) -> dict:
     path = root / MANIFEST_NAME
     if not path.is_file():
         raise BundleError(f"{root} is not an edgeclip bundle: {MANIFEST_NAME} is missing")
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{path} is {size} bytes; a manifest is a few KB (at most {MAX_MANIFEST_BYTES}), refused")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"cannot parse {path}: {exc}") from None
+    except RecursionError:
+        raise BundleError(f"cannot parse {path}: JSON nested too deeply") from None
     if not isinstance(manifest, dict):
         raise BundleError(f"{path} must hold a JSON object")
     return manifest
@@ -114,15 +120,18 @@ def _check_structure(root: Path, manifest: dict) -> None:
     check_inside(root, [name for name, _ in _named_files(manifest)])
 
 
-def verify_files(bundle: Bundle) -> None:
-    """Check that every file the manifest names exists and has its recorded sha256; name the first bad one."""
+def verify_files(bundle: Bundle, full: bool = True) -> None:
+    """Check that every file the manifest names exists and has its recorded sha256; name the first bad one.
+    `full=False` reuses digests remembered for unchanged files (edgeclip.bundle.verify_cache)."""
+    from edgeclip.bundle.verify_cache import cached_sha256
+
     for name, expected in bundle.files():
         path = bundle.root / name
         if not path.is_file():
             raise BundleError(f"bundle {bundle.root}: file {name} is missing")
         if not expected:
             raise BundleError(f"bundle {bundle.root}: manifest records no sha256 for {name}")
-        actual = sha256_file(path)
+        actual = sha256_file(path) if full else cached_sha256(path, sha256_file)
         if actual != expected:
             raise BundleError(
                 f"bundle {bundle.root}: file {name} does not match its sha256 in {MANIFEST_NAME} "
@@ -130,7 +139,7 @@ def verify_files(bundle: Bundle) -> None:
             )
 
 
-def load_bundle(path: Union[PathLike, Bundle], verify: bool = True) -> Bundle:
+def load_bundle(path: Union[PathLike, Bundle], verify: Union[bool, str] = True) -> Bundle:
     """Read a bundle's manifest, refuse newer formats, and (by default) verify every file's sha256 (a Bundle passes through).
 
     `path` is a bundle folder or `hf-hub:ORG/REPO[@REVISION]`, fetched into the Hugging Face cache first.
@@ -143,8 +152,10 @@ def load_bundle(path: Union[PathLike, Bundle], verify: bool = True) -> Bundle:
     manifest = _read_manifest(root)
     _check_structure(root, manifest)
     bundle = Bundle(root=root, manifest=manifest)
+    if verify not in (True, False, "full"):
+        raise BundleError(f"verify must be True (hash files that changed since last verified), 'full' or False, got {verify!r}")
     if verify:
-        verify_files(bundle)
+        verify_files(bundle, full=verify == "full")
     return bundle
 
 
