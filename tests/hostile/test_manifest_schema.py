@@ -70,3 +70,15 @@ def test_bad_field_is_refused_naming_it(tiny, tmp_path, capsys, field, value):
 def test_the_untouched_bundle_loads(tiny, tmp_path):
     good = copy_bundle(tiny, tmp_path / "good", lambda m: None)
     assert load_bundle(good).embed_dim == 16
+
+
+@pytest.mark.parametrize("content, message", [
+    ("[" * 100_000 + "]" * 100_000, "cannot parse"),  # nested past Python's recursion limit
+    ('{"format_version": 1, "padding": "' + "x" * (17 << 20) + '"}', "bytes"),  # a manifest is a few KB
+])
+def test_hostile_manifest_files(tiny, tmp_path, content, message):
+    bad = copy_bundle(tiny, tmp_path / "bad")
+    (bad / "manifest.json").write_text(content)
+    with pytest.raises(BundleError, match=message) as err:
+        load_bundle(bad)
+    assert "manifest.json" in str(err.value) and len(str(err.value)) < 300
