@@ -14,7 +14,6 @@ from edgeclip.hub import is_hub_ref, resolve_bundle
 
 PathLike = Union[str, Path]
 MAX_MANIFEST_BYTES = 16 << 20
-MAX_MANIFEST_BYTES = 16 << 20
 
 
 def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
@@ -104,15 +103,10 @@ def _read_manifest(root: Path) -> dict:
     size = path.stat().st_size
     if size > MAX_MANIFEST_BYTES:
         raise BundleError(f"{path} is {size} bytes; a manifest is a few KB (at most {MAX_MANIFEST_BYTES}), refused")
-    size = path.stat().st_size
-    if size > MAX_MANIFEST_BYTES:
-        raise BundleError(f"{path} is {size} bytes; a manifest is a few KB (at most {MAX_MANIFEST_BYTES}), refused")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BundleError(f"cannot parse {path}: {exc}") from None
-    except RecursionError:
-        raise BundleError(f"cannot parse {path}: JSON nested too deeply") from None
     except RecursionError:
         raise BundleError(f"cannot parse {path}: JSON nested too deeply") from None
     if not isinstance(manifest, dict):
