@@ -98,6 +98,8 @@ def _checked_text(text: Any) -> str:
 class Encoder:
     """Embeds images and texts with a bundle's ONNX towers; thread-safe; outputs float32 [N, D], unit norm.
 
+    `bundle`: a bundle folder, a loaded Bundle, or `hf-hub:ORG/REPO[@REVISION]` (fetched into the Hugging Face
+    cache and hash-checked like a folder; docs/hub.md).
     `providers`: "auto", a short name (cpu, xnnpack, nnapi), an ONNX Runtime provider name, or a list of
     these in priority order. `threads`: ONNX Runtime intra-op threads (None: ORT's default).
     `verify`: True checks each file's sha256, re-hashing only files changed since they were last verified
