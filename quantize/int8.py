@@ -27,10 +27,11 @@ from quantize.search import Goals
 
 def _export_fp32(model_id: str, checkpoint: str | None, target: Target, work: Path) -> Path:
     """Export the fp32 bundle this run quantizes (needs torch; NNAPI gets the `nnapi` preset: batch 1,
-    tanh GELU, opset 16, so that each tower stays in one NNAPI partition)."""
+    tanh GELU, opset 16, so that each tower stays in one NNAPI partition; XNNPACK gets batch 1)."""
     from export.api import export_bundle
 
-    return export_bundle(model_id, work / "fp32", checkpoint=checkpoint, nnapi=target.fixed_shapes)
+    return export_bundle(model_id, work / "fp32", checkpoint=checkpoint, nnapi=target.name == "nnapi",
+                         batch=1 if target.fixed_shapes else None)
 
 
 def _check_model(bundle: Path, model_id: str) -> None:
@@ -79,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rand-augment", action="store_true",
                    help="also re-apply the stored RandAugment ops (default: only the stored crop)")
     p.add_argument("--target", choices=sorted(TARGETS), default="cpu",
-                   help="cpu: U8 activations/S8 weights for the CPU EP; xnnpack: S8/S8 per-channel QDQ Conv only; "
+                   help="cpu: U8 activations/S8 weights for the CPU EP; xnnpack: S8/S8 per-channel QDQ Conv, batch 1, "
+                        "linear layers as 2-D fp32 Gemm; "
                         "nnapi: U8/symmetric per-channel S8, fixed shapes, tanh GELU (default cpu)")
     p.add_argument("--method", choices=METHODS, default="minmax", help="calibration method (default minmax)")
     p.add_argument("--no-moving-average", action="store_true",

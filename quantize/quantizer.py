@@ -40,16 +40,18 @@ def _fixed_batch(tower: dict) -> int | None:
 
 
 def _check_target(manifest: dict, target: Target) -> None:
-    """NNAPI needs fixed shapes and tanh GELU in the fp32 graphs; say how to get them otherwise."""
+    """NNAPI needs fixed shapes and tanh GELU in the fp32 graphs, XNNPACK fixed shapes; say how to get them."""
     if not target.fixed_shapes:
         return
     for name, tower in manifest["towers"].items():
         if _fixed_batch(tower) is None or (target.gelu and tower.get("gelu") != target.gelu):
             raise QuantizeError(
-                f"target {target.name} needs fixed-shape graphs with {target.gelu} GELU, but the {name} tower has "
-                f"batch={tower.get('batch')!r}, gelu={tower.get('gelu')!r}; export with `python -m export --nnapi` "
+                f"target {target.name} needs fixed-shape graphs{f' with {target.gelu} GELU' if target.gelu else ''}, "
+                f"but the {name} tower has "
+                f"batch={tower.get('batch')!r}, gelu={tower.get('gelu')!r}; export with `python -m export "
+                f"{'--nnapi' if target.gelu else '--batch 1'}` "
                 f"(or pass --checkpoint so this command exports it)")
-        if tower.get("opset", 0) > 16:
+        if target.name == "nnapi" and tower.get("opset", 0) > 16:
             log.warning("%s tower: opset %s keeps LayerNormalization, which splits NNAPI partitions; "
                         "`python -m export --nnapi` exports opset 16", name, tower.get("opset"))
 
@@ -184,7 +186,8 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
                 eval_in, n = _text_feeds(eval_ids, inp, batch), len(eval_ids)
                 speed_in = {inp: np.stack([eval_ids[0]] * (batch or 1))}
             res = results[name] = q.search(name, search_in, speed_in)
-            final[name] = res.model_path or bundle.tower_path(name)  # an fp32 tower ships unchanged
+            # an fp32 tower ships unchanged, except for XNNPACK: its prepared graph has the 2-D linear layers
+            final[name] = res.model_path or (q.prepared[name] if tgt.name == "xnnpack" else bundle.tower_path(name))
             ref, test = _run(q.prepared[name], eval_in, n), _run(final[name], eval_in, n)
             embeddings[name] = (ref, test)
             latency = latency_1 = None

@@ -20,6 +20,7 @@ from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
 from edgeclip.files import atomic_path
 from quantize.errors import QuantizeError
+from quantize.xnnpack_graph import linear_layers_to_2d
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,10 @@ TARGETS = {
     # CPU EP: u8 activations x s8 weights use the VNNI/AMX int8 GEMM kernels.
     "cpu": Target("cpu", "U8", "S8", True, ("Conv", "MatMul", "Gemm", "Gather")),
     # XNNPACK takes QDQ Conv (s8 activations, symmetric s8 per-channel weights); its MatMul/Gemm are
-    # fp32-only, so they stay float and still run in XNNPACK.
-    "xnnpack": Target("xnnpack", "S8", "S8", True, ("Conv",), provider="XnnpackExecutionProvider"),
+    # fp32-only and need a static 2-D A, so the graphs are fixed-batch and linear layers are rewritten to 2-D
+    # Gemm (quantize/xnnpack_graph.py): they stay float and run in XNNPACK.
+    "xnnpack": Target("xnnpack", "S8", "S8", True, ("Conv",), fixed_shapes=True,
+                      provider="XnnpackExecutionProvider"),
     # NNAPI: u8 activations, symmetric per-channel s8 conv weights, static shapes, no Erf.
     "nnapi": Target("nnapi", "U8", "S8", True, ("Conv", "MatMul", "Gemm"), fixed_shapes=True, gelu="tanh",
                     provider="NnapiExecutionProvider"),
@@ -95,10 +98,13 @@ def candidate_nodes(model: onnx.ModelProto, target: Target) -> list[str]:
 
 def prepare_model(model: onnx.ModelProto, target: Target) -> onnx.ModelProto:
     """The graph the quantizer works on: named nodes, unshared dense weights and, except for NNAPI
-    (which has no Gelu op and gets tanh-GELU graphs), exact GELU fused into one node."""
+    (which has no Gelu op and gets tanh-GELU graphs), exact GELU fused into one node. For XNNPACK, linear
+    layers over [B, T, C] become 2-D Gemm/MatMul that its kernels take (``quantize.xnnpack_graph``)."""
     model = unshare_weights(ensure_node_names(model))
     if target.name == "nnapi":
         return model
+    if target.name == "xnnpack":
+        model, _ = linear_layers_to_2d(model)
     # shapes first: a fused Gelu keeps its output's inferred type and shape (calibration and EP checks need them)
     return fuse_exact_gelu(onnx.shape_inference.infer_shapes(model))
 

@@ -1,11 +1,20 @@
 """Which nodes ONNX Runtime's XNNPACK execution provider would take, by its own node-support rules.
 
-The rules are transcribed (not copied) from ONNX Runtime's XNNPACK EP sources, 1.17-1.2x series:
-``onnxruntime/core/providers/xnnpack/detail/node_support_checker.cc`` (op list and Relu/Clip fusion),
-``nn/conv_base.cc`` (2-D conv, constant weights, qs8/qc8/qu8 type combinations, no u8 x s8),
-``math/matmul.cc`` / ``math/gemm.cc`` (fp32 only, A rank <= 2 with known dims, B constant),
-``math/softmax.cc`` (last axis; QDQ only u8 with output scale 1/256, zero point 0),
-``detail/utils.cc`` (QDQ groups handled: Conv, ConvTranspose, MaxPool, AveragePool, Softmax, Resize).
+The rules are transcribed (not copied) from ONNX Runtime's XNNPACK EP sources
+(``onnxruntime/core/providers/xnnpack/``), read at the newest revisions stored for each file; the op list is
+the same from 1.14 (Gemm, MatMul, Softmax, Resize added) through the 1.2x releases, so it holds for Termux's
+1.29 and for the current one:
+``xnnpack_execution_provider.cc`` (kernel registry: Conv, ConvTranspose, QLinearConv, MaxPool, AveragePool,
+QLinearAveragePool, Softmax, QLinearSoftmax, Resize, Gemm, MatMul; no element-wise, activation, Transpose,
+Reshape or normalization kernel), ``detail/node_support_checker.cc`` (the same op list; Relu/Clip fused only
+into a preceding fp32 Conv/MaxPool/AveragePool), ``nn/conv_base.cc`` (2-D conv, constant weights,
+qs8/qc8/qu8 type combinations, no u8 x s8), ``math/matmul.cc`` (fp32, A rank <= 2 with known dims, B a
+constant of rank <= 2), ``math/gemm.cc`` (fp32, alpha = beta = 1, A and B rank <= 2, B and C constant; C's
+shape is read unconditionally, so a Gemm without C is not counted, and C's first dim must equal one of B's),
+``math/softmax.cc`` (opset 13+: last axis, static last dim; QDQ only u8 in/out with output scale 1/256 and
+zero point 0), ``detail/utils.cc`` (QDQ node units handled: Conv, ConvTranspose, MaxPool, AveragePool,
+Softmax, Resize; no QDQ MatMul/Gemm). Newer sources also take fp16 where XNNPACK is built with fp16
+arithmetic; fp16 graphs are not modelled here.
 A graph is analysed as ORT sees it before partitioning: BASIC-optimized, shapes inferred.
 """
 
@@ -19,7 +28,8 @@ import numpy as np
 
 from runtime.partitions import split_stats
 
-RULES_SOURCE = "onnxruntime/core/providers/xnnpack (node_support_checker.cc, conv_base.cc, matmul.cc, gemm.cc, softmax.cc, detail/utils.cc), ORT 1.17+"
+RULES_SOURCE = ("onnxruntime/core/providers/xnnpack (xnnpack_execution_provider.cc, node_support_checker.cc, conv_base.cc, "
+                "matmul.cc, gemm.cc, softmax.cc, detail/utils.cc), ORT 1.14-1.2x")
 QDQ_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Softmax", "Resize"}
 FP32_OPS = QDQ_OPS | {"MatMul", "Gemm"}
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
@@ -148,8 +158,15 @@ def _matmul_ok(g: _Graph, node: Any, group: tuple | None) -> str | None:
         return "A has a dynamic dim (MatMul needs static dims; export with --batch 1)"
     if b not in g.inits or len(b_shape) > 2:
         return "B not a constant rank <= 2 tensor"
-    if node.op_type == "Gemm" and len(node.input) > 2 and node.input[2] and node.input[2] not in g.inits:
-        return "C not constant"
+    if node.op_type == "Gemm":
+        c = node.input[2] if len(node.input) > 2 else ""
+        if not c:
+            return "Gemm without C (the EP's checker needs C; bias-free layers should be MatMul)"
+        if c not in g.inits:
+            return "C not constant"
+        c_dims = list(g.inits[c].dims)
+        if len(c_dims) > 2 or (c_dims and c_dims[0] not in b_shape):
+            return "C shape not [N] or [1, N]-like"
     return None
 
 
@@ -163,9 +180,12 @@ def _softmax_ok(g: _Graph, node: Any, group: tuple | None) -> str | None:
     if group:
         if _quant_type(g, group[0][0]) != "u8" or _quant_type(g, group[1][0]) != "u8":
             return "QDQ softmax needs u8 in/out"
-        scale = g.array(group[1][0].input[1])
+        q_out = group[1][0]
+        scale = g.array(q_out.input[1])
         if abs(float(scale.reshape(-1)[0]) - 1 / 256) > 1e-4:
             return "QDQ softmax output scale != 1/256"
+        if len(q_out.input) > 2 and q_out.input[2] in g.inits and np.any(g.array(q_out.input[2])):
+            return "QDQ softmax output zero point != 0"
     elif g.elem_type(node.input[0]) != FLOAT:
         return "input not float"
     return None

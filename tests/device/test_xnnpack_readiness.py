@@ -68,10 +68,10 @@ def test_dynamic_bundle_gets_batch_advice(tmp_path):
 
 
 def test_erf_graph_gets_gelu_advice(tmp_path):
-    from runtime.readiness import _advice, _xnnpack_report, nnapi_report
+    from runtime.readiness import _advice, nnapi_report, xnnpack_report
 
     graph = save(mlp_model("exact"), tmp_path / "erf.onnx")
-    tips = _advice({"precision": "fp32"}, nnapi_report(graph), _xnnpack_report(graph), None)
+    tips = _advice({"precision": "fp32"}, nnapi_report(graph), xnnpack_report(graph), None)
     assert any("--gelu tanh" in tip for tip in tips)
 
 
