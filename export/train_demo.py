@@ -11,7 +11,6 @@ synthetic captions are all read from the shards; nothing is re-generated on the 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -24,10 +23,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from edgeclip.files import atomic_path
+from edgeclip.shards import iter_samples
 from export.models.demo import DemoCLIP, build_demo_model, checkpoint_metadata, tokenize, torch_encoders
 from export.models.demo_config import DEMO_IMAGE_SIZE, DEMO_PREPROCESS, DEMO_WEIGHTS
 from quantize.augment import apply_crop, apply_rand_augment, parse_entry
-from quantize.shards import read_shards
 from quantize.synthetic import ensure_dataset, evaluate_zero_shot, load_zero_shot, split_shards
 
 # MobileCLIP's reinforced-training weights: lam = 0.75 (Apple's DataCompDR-1B recipe,
@@ -50,10 +49,10 @@ class TrainSet:
 def load_train_set(root: Path, limit: int | None = None) -> TrainSet:
     """Read the train split's shards into memory (small: a few thousand 96-px images)."""
     images, paug, texts, img_emb, txt_emb = [], [], [], [], []
-    for sample in read_shards(split_shards(root, "train")):
+    for sample in iter_samples(split_shards(root, "train"), strict=True):
         if limit is not None and len(images) >= limit:
             break
-        images.append(Image.open(io.BytesIO(sample.image)).convert("RGB"))
+        images.append(sample.image)
         paug.append(sample.param_aug)
         texts.extend([sample.caption, *sample.syn_captions])
         img_emb.append(sample.image_emb)

@@ -16,7 +16,8 @@ import numpy as np
 
 from quantize.augment import AugmentError, augmented_view, sample_views
 from quantize.errors import QuantizeError
-from quantize.reinforced import DecodedSample, ReadStats, iter_samples
+from quantize.teacher import pth_loader
+from edgeclip.shards import DecodedSample, ReadStats, iter_samples
 
 
 @dataclass
@@ -102,7 +103,7 @@ class SamplePass:
             return False
 
     def _load_eval(self) -> None:
-        for sample in iter_samples(self.plan.evaluation, self.stats):
+        for sample in iter_samples(self.plan.evaluation, self.stats, pth_loader=pth_loader()):
             if self.eval.count >= self.plan.eval_samples:
                 break
             self._add_eval(sample)
@@ -135,7 +136,7 @@ class SamplePass:
         if self.plan.evaluation is not None:
             self._load_eval()
         held: list[DecodedSample] | None = [] if self.plan.evaluation is None else None
-        for sample in iter_samples(self.plan.calibration, self.stats):
+        for sample in iter_samples(self.plan.calibration, self.stats, pth_loader=pth_loader()):
             if held is not None and self.eval.count < self.plan.eval_samples:
                 if self._add_eval(sample):
                     held.append(sample)

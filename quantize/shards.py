@@ -4,6 +4,7 @@ Each sample ``<key>`` becomes the tar members ``<key>.<jpg|png|webp>``, ``<key>.
 ``<key>.txt``, ``<key>.syn.json`` (``{"syn_text": [...]}``), ``<key>.paug.json``
 (``{"param_aug": [...]}``, or the list stored as a JSON string like the Hugging Face copy)
 and ``<key>.npz`` (``image_emb`` [n_aug, D], ``text_emb`` [1 + n_syn, D]).
+Read them back with ``edgeclip.shards.iter_samples(paths, strict=True)``.
 """
 
 from __future__ import annotations
@@ -15,18 +16,16 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
 from edgeclip.files import atomic_path
+from edgeclip.shards import IMAGE_EXTS as READ_EXTS
+from edgeclip.shards import ShardError
 
-IMAGE_EXTS = ("jpg", "png", "webp")
+IMAGE_EXTS = tuple(ext.lstrip(".") for ext in READ_EXTS)  # what the reader takes back
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+$")
-
-
-class ShardError(ValueError):
-    """A sample cannot be written in the reinforced shard format (the message names the field)."""
 
 
 @dataclass
@@ -133,60 +132,3 @@ def write_shards(
     if pending:
         flush()
     return paths
-
-
-def _group_members(tar: tarfile.TarFile) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """Yield (key, {suffix: payload}) for consecutive members sharing a key, in tar order."""
-    key: str | None = None
-    group: dict[str, bytes] = {}
-    for info in tar:
-        if not info.isfile():
-            continue
-        base = info.name.rsplit("/", 1)[-1]
-        k, _, suffix = base.partition(".")
-        if key is not None and k != key:
-            yield key, group
-            group = {}
-        key = k
-        fh = tar.extractfile(info)
-        group[suffix] = fh.read() if fh is not None else b""
-    if key is not None:
-        yield key, group
-
-
-def _decode(key: str, group: dict[str, bytes], where: str) -> ReinforcedSample:
-    """Turn one sample's members back into a ReinforcedSample, naming the first missing/bad field."""
-    try:
-        ext = next(e for e in IMAGE_EXTS if e in group)
-        syn = json.loads(group["syn.json"])["syn_text"]
-        paug = json.loads(group["paug.json"])["param_aug"]
-        if isinstance(paug, str):
-            paug = json.loads(paug)
-        with np.load(io.BytesIO(group["npz"])) as npz:
-            image_emb, text_emb = npz["image_emb"], npz["text_emb"]
-        return ReinforcedSample(
-            key=key, image=group[ext], image_ext=ext, caption=group["txt"].decode("utf-8"),
-            syn_captions=syn, param_aug=paug, image_emb=image_emb, text_emb=text_emb,
-            url=group.get("url.txt", b"").decode("utf-8") or None,
-        )
-    except StopIteration:
-        raise ShardError(f"{where}: sample {key!r} has no image member ({'/'.join(IMAGE_EXTS)})") from None
-    except KeyError as exc:
-        raise ShardError(f"{where}: sample {key!r} is missing {exc.args[0]!r}") from None
-    except (ValueError, TypeError, OSError) as exc:
-        raise ShardError(f"{where}: sample {key!r} is malformed: {exc}") from None
-
-
-def read_shards(paths: Iterable[str | os.PathLike]) -> Iterator[ReinforcedSample]:
-    """Strictly read shards written by write_shards (raises ShardError on the first bad sample).
-
-    The tolerant reader that skips and counts malformed samples is ``quantize.reinforced``.
-    """
-    for path in paths:
-        try:
-            tar = tarfile.open(path, mode="r")
-        except (OSError, tarfile.TarError) as exc:
-            raise ShardError(f"cannot open shard {path}: {exc}") from None
-        with tar:
-            for key, group in _group_members(tar):
-                yield _decode(key, group, str(path))

@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from edgeclip.files import atomic_dir, atomic_path
 from edgeclip.paths import edgeclip_home
-from quantize.shards import ReinforcedSample, read_shards, write_shards
+from edgeclip.shards import iter_samples
+from quantize.shards import ReinforcedSample, write_shards
 
 DATASET_VERSION = 4
 IMAGE_SIZE = 96
@@ -386,8 +387,8 @@ def load_zero_shot(root: str | os.PathLike) -> ZeroShotSet:
         raise DatasetError(f"{meta_path} is missing; run ensure_dataset() first")
     meta = json.loads(meta_path.read_text())
     images, labels = [], []
-    for sample in read_shards(split_shards(root, "eval")):
-        images.append(Image.open(io.BytesIO(sample.image)).convert("RGB"))
+    for sample in iter_samples(split_shards(root, "eval"), strict=True):
+        images.append(sample.image)
         labels.append(meta["labels"][sample.key])
     prompts = [[t.format(name) for t in meta["templates"]] for name in meta["class_names"]]
     return ZeroShotSet(images, np.asarray(labels, dtype=np.int64), meta["class_names"], prompts)

@@ -10,16 +10,15 @@ The device side cannot import the build side's data code, so evaluation data arr
 from __future__ import annotations
 
 import json
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 
+from edgeclip.shards import IMAGE_EXTS, ReadStats, iter_samples
 from edgeclip.zeroshot import l2_normalize
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 DEFAULT_TEMPLATE = "a photo of a {}."
 
 
@@ -84,36 +83,17 @@ def _from_folder(root: Path, limit: Optional[int]) -> EvalSet:
 
 def _from_shards(shards: list[Path], limit: Optional[int]) -> EvalSet:
     images, captions = [], []
-    for shard in shards:
-        try:
-            with tarfile.open(shard) as tar:
-                samples: dict[str, dict[str, bytes]] = {}
-                for member in tar.getmembers():
-                    if not member.isfile() or "." not in Path(member.name).name:
-                        continue
-                    key, ext = _split_key(member.name)
-                    samples.setdefault(key, {})[ext.lower()] = tar.extractfile(member).read()
-        except (tarfile.TarError, OSError) as exc:
-            raise EvalDataError(f"{shard}: not a readable tar shard ({exc})") from exc
-        for fields in samples.values():
-            image = next((fields[e] for e in ("jpg", "jpeg", "png", "webp") if e in fields), None)
-            if image is not None and "txt" in fields:
-                images.append(image)
-                captions.append(fields["txt"].decode("utf-8", errors="replace").strip())
-            if limit and len(images) >= limit:
-                break
+    stats = ReadStats()
+    for sample in iter_samples(shards, stats, reinforced=False):  # skips and counts unreadable samples
+        if sample.caption:
+            images.append(sample.image_bytes)
+            captions.append(sample.caption)
         if limit and len(images) >= limit:
             break
     if len(images) < 2:
-        raise EvalDataError(f"{shards[0].parent}: fewer than two samples with an image and a txt caption")
+        skipped = f" (skipped: {dict(stats.reasons)})" if stats.skipped else ""
+        raise EvalDataError(f"{shards[0].parent}: fewer than two samples with an image and a txt caption{skipped}")
     return EvalSet("retrieval", ",".join(map(str, shards)), images, np.arange(len(images)), [[c] for c in captions])
-
-
-def _split_key(name: str) -> tuple[str, str]:
-    """webdataset naming: `dir/key.ext` (the key ends at the first dot of the file name)."""
-    folder, _, base = name.rpartition("/")
-    key, _, ext = base.partition(".")
-    return (f"{folder}/{key}" if folder else key), ext
 
 
 def normalize(x: np.ndarray) -> np.ndarray:

@@ -6,14 +6,18 @@ import tarfile
 
 import numpy as np
 import pytest
+from PIL import Image
 
-from quantize.shards import ReinforcedSample, ShardError, read_shards, write_shards
+from edgeclip.shards import ShardError, iter_samples
+from quantize.shards import ReinforcedSample, write_shards
 
 
 def _sample(i: int, n_aug: int = 3, n_syn: int = 5, dim: int = 8) -> ReinforcedSample:
     rng = np.random.default_rng(i)
+    jpeg = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(jpeg, "JPEG")  # the strict reader decodes it
     return ReinforcedSample(
-        key=f"s{i:04d}", image=bytes(rng.integers(0, 256, 50, dtype=np.uint8)), image_ext="jpg",
+        key=f"s{i:04d}", image=jpeg.getvalue(), image_ext="jpg",
         caption=f"caption {i} \u00e9", syn_captions=[f"syn {i}.{k}" for k in range(n_syn)],
         param_aug=[[[1, 2, 30, 40], None if a % 2 else [[5, -4.5], [3, 12.0]]] for a in range(n_aug)],
         image_emb=rng.standard_normal((n_aug, dim)).astype(np.float32),
@@ -43,7 +47,7 @@ def test_round_trip_with_plain_tarfile(tmp_path, as_string):
         with np.load(io.BytesIO(members[f"{k}.npz"])) as npz:
             np.testing.assert_array_equal(npz["image_emb"], s.image_emb)
             np.testing.assert_array_equal(npz["text_emb"], s.text_emb)
-    back = list(read_shards(paths))
+    back = list(iter_samples(paths, strict=True))
     assert [b.key for b in back] == [s.key for s in samples]
     assert back[3].param_aug == samples[3].param_aug
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
@@ -69,4 +73,4 @@ def test_reader_names_missing_member(tmp_path):
             if not info.name.endswith(".npz"):
                 dst.addfile(info, src.extractfile(info))
     with pytest.raises(ShardError, match="missing 'npz'"):
-        list(read_shards([tmp_path / "cut.tar"]))
+        list(iter_samples([tmp_path / "cut.tar"], strict=True))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from quantize.reinforced import ReadStats, iter_samples
+from edgeclip.shards import ReadStats, iter_samples
 
 
 def _png() -> bytes:

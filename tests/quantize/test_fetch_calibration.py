@@ -276,7 +276,7 @@ def hf_cache(tmp_path, server):
 
 
 def test_fetch_builds_shards_counts_what_the_server_served_and_reuses_them(tmp_path, server, hf_cache):
-    from quantize.reinforced import iter_samples
+    from edgeclip.shards import iter_samples
 
     cache, rows = hf_cache
     out, samples = tmp_path / "calib", N_GOOD - 2

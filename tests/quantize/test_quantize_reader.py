@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from quantize.augment import AugmentError, apply_crop, augmented_view, parse_entry, sample_views
-from quantize.errors import QuantizeError
-from quantize.reinforced import ReadStats, iter_samples, resolve_sources
+from edgeclip.shards import ReadStats, ShardError, iter_samples, resolve_sources
 from quantize.shards import write_shards
 
 from quantize_fixtures import SPEC, make_samples, png_bytes
@@ -123,8 +122,13 @@ def test_pth_gz_teacher_embeddings_when_torch_is_installed(tmp_path):
     torch.save({"image_emb": torch.ones(1, 4), "text_emb": torch.full((2, 4), 2.0)}, buf)
     members = _good_members("p1", npz=False) + [("p1.pth.gz", gzip.compress(buf.getvalue()))]
     _tar(tmp_path / "p.tar", members)
-    (s,) = list(iter_samples(tmp_path / "p.tar"))
+    from quantize.teacher import load_pth_gz
+
+    stats = ReadStats()
+    (s,) = list(iter_samples(tmp_path / "p.tar", stats, pth_loader=load_pth_gz))
     np.testing.assert_array_equal(s.text_emb, np.full((2, 4), 2.0, np.float32))
+    (s,) = list(iter_samples(tmp_path / "p.tar", stats))  # without the build side's loader: noted, not read
+    assert s.image_emb is None and any("pth.gz" in n for n in stats.notes)
 
 
 def test_plain_image_folder_with_captions_and_globs(tmp_path):
@@ -137,7 +141,23 @@ def test_plain_image_folder_with_captions_and_globs(tmp_path):
     got = {s.key: s.caption for s in iter_samples(tmp_path, stats)}
     assert got == {"im0": "a red thing", "im1": None, "im2": "a blue thing"} and stats.skipped == 1
     assert [p.name for p in resolve_sources(str(tmp_path / "im*.png"))] == ["im0.png", "im1.png", "im2.png"]
-    with pytest.raises(QuantizeError, match="matches no file"):
+    with pytest.raises(ShardError, match="matches no file"):
         resolve_sources(str(tmp_path / "*.tar"))
-    with pytest.raises(QuantizeError, match="does not exist"):
+    with pytest.raises(ShardError, match="does not exist"):
         list(iter_samples(tmp_path / "missing"))
+
+
+def test_strict_mode_names_the_shard_and_sample_and_plain_webdataset_needs_no_paug(tmp_path):
+    broken = [(n, b"not an image" if n.endswith(".png") else p) for n, p in _good_members("k2")]
+    bad = _tar(tmp_path / "bad.tar", _good_members("ok") + broken)
+    stats = ReadStats()
+    assert [s.key for s in iter_samples(bad, stats)] == ["ok"] and stats.reasons == {"undecodable image": 1}
+    with pytest.raises(ShardError, match=r"bad\.tar: sample 'k2': undecodable image"):
+        list(iter_samples(bad, strict=True))
+    incomplete = _tar(tmp_path / "inc.tar", _good_members("k3", npz=False))
+    with pytest.raises(ShardError, match="sample 'k3': missing 'npz'"):
+        list(iter_samples(incomplete, strict=True))
+    plain = _tar(tmp_path / "plain.tar", [(n, p) for n, p in _good_members("k4") if n.endswith((".png", ".txt"))])
+    assert list(iter_samples(plain)) == []
+    (s,) = list(iter_samples(plain, reinforced=False))
+    assert s.caption == "a caption" and s.param_aug == [] and s.image_bytes.startswith(b"\x89PNG")
