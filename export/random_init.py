@@ -16,7 +16,7 @@ import torch
 
 from edgeclip.files import atomic_path
 
-MIN_INPUT_FRACTION = 0.10  # issue 7: >= 10 % of each embedding's norm must survive mean subtraction
+MIN_INPUT_FRACTION = 0.10  # >= 10 % of each embedding's norm must survive mean subtraction (input-sensitive weights)
 
 
 def _value(key: str, shape: tuple[int, ...], bn_prefixes: set[str], rng: np.random.Generator) -> np.ndarray:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from quantize.measure import LATENCY_ROUNDS
 
-# Issue 7's bars for an input-sensitive S0 checkpoint (the report says which of them hold).
+# Default quality bars (fidelity to fp32 and speed-up), set for an input-sensitive S0 checkpoint; the report says which hold.
 DEFAULT_BARS = {
     "image": {"mean_cos": 0.985, "centered_mean_cos": 0.90, "speedup": 1.2},
     "text": {"mean_cos": 0.995, "centered_mean_cos": 0.95, "speedup": 1.5},

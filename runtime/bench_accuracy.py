@@ -1,4 +1,4 @@
-"""Accuracy for the benchmark report: zero-shot top-1 on an evaluation folder or shards, and cosine vs fp32.
+"""Accuracy for the benchmark report: zero-shot top-1 on a class folder or retrieval top-1 on shards; cosine vs fp32.
 
 The device side cannot import the build side's data code, so evaluation data arrives as plain files:
 - an ImageNet-style folder: one subfolder per class, images inside; prompts "a photo of a {class}."
