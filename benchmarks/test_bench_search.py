@@ -95,7 +95,7 @@ def test_bench_search(benchmark, big_index):
     benchmark.extra_info.update(info)
     print("\n" + json.dumps(info))
     index.close()
-    # the median: other processes on a shared machine stretch single rounds (the mean is recorded too)
+    # the median: other processes on the same machine stretch single rounds (the mean is recorded too)
     assert median <= 0.050, f"search over {n} rows took {median * 1e3:.1f} ms (median)"
 
 
