@@ -121,8 +121,9 @@ def _advice(tower: dict[str, Any], nnapi: dict[str, Any], xnnpack: dict[str, Any
     wrong_qdq = any("QDQ conv types" in reason for reason in xnnpack["rejected"])
     if wrong_qdq or (precision == "int8" and target != "xnnpack"):
         tips.append("for XNNPACK INT8 quantize with `--target xnnpack` (S8 activations, symmetric S8 weights)")
-    if any(r.startswith(("MatMul: A", "Gemm: A rank")) for r in xnnpack["rejected"]):
-        tips.append("XNNPACK takes MatMul only with a static rank<=2 A and constant B; batched/3-D MatMuls stay on CPU")
+    if any(r.startswith(("MatMul: A", "Gemm: A")) for r in xnnpack["rejected"]):
+        tips.append("XNNPACK takes MatMul/Gemm only with a static rank<=2 A: `python -m quantize.int8 --target xnnpack` "
+                    "exports batch 1 and rewrites linear layers over [B, T, C] to 2-D Gemm/MatMul")
     if not (tower.get("alternates") or {}).get("ort"):
         tips.append("for minimal ORT builds convert with `python -m runtime.ortformat BUNDLE`")
     return tips

@@ -152,12 +152,14 @@ def _matmul_ok(g: _Graph, node: Any, group: tuple | None) -> str | None:
     if g.elem_type(a) != FLOAT or group:
         return "not fp32 (QDQ MatMul/Gemm run on CPU)"
     a_shape, b_shape = g.shape(a), g.shape(b)
+    if b not in g.inits:  # checked after A in ORT; named first here as it is the reason that no rewrite fixes
+        return "B not constant (activation x activation, e.g. attention scores: no XNNPACK kernel)"
     if a_shape is None or len(a_shape) > 2:
         return f"A rank {len(a_shape) if a_shape else '?'} (needs rank <= 2)"
     if node.op_type == "MatMul" and any(d is None for d in a_shape):
         return "A has a dynamic dim (MatMul needs static dims; export with --batch 1)"
-    if b not in g.inits or len(b_shape) > 2:
-        return "B not a constant rank <= 2 tensor"
+    if len(b_shape) > 2:
+        return "B rank > 2"
     if node.op_type == "Gemm":
         c = node.input[2] if len(node.input) > 2 else ""
         if not c:
