@@ -1,6 +1,7 @@
 """Atomic file output shared by every tool of the project: write to a temp file beside the target, then rename."""
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -53,3 +54,12 @@ def atomic_dir(path: Union[str, Path], exist_ok: bool = False) -> Iterator[Path]
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sha256_file(path: Union[str, Path], chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large towers do not sit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(chunk_size), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,4 +1,4 @@
-"""The build side's public API: `load_checkpoint`, `build_model`, `export_bundle` (see INTERFACES.md)."""
+"""The build side's public API: `load_checkpoint`, `build_model`, `export_bundle` (docs/bundle.md describes the output)."""
 from __future__ import annotations
 
 import time
@@ -203,13 +203,13 @@ def _tokenizer_json() -> Path:
 
 
 def _readiness(path: Path) -> dict:
-    """NNAPI partitioning of a fixed-shape graph, from DEVICE's `runtime.readiness.nnapi_report`."""
+    """NNAPI and XNNPACK partitioning of a fixed-shape graph (`runtime.readiness.tower_summary`)."""
     try:
-        from runtime.readiness import nnapi_report
+        from runtime.readiness import tower_summary
 
-        return {"nnapi": nnapi_report(str(path))}
+        return tower_summary(path)
     except Exception as exc:  # the analysis is informative; a failure is recorded, not fatal to the export
-        return {"nnapi": None, "error": f"{type(exc).__name__}: {exc}"}
+        return {"nnapi": None, "xnnpack": None, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def _module_counts(model: nn.Module, spec: ModelSpec, towers: Sequence[str]) -> dict:

@@ -151,7 +151,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"  {name}: {tower['file']} {tower['precision']} batch={tower['batch']} opset={tower['opset']} "
                   f"nodes={tower['node_counts']['onnx_nodes']} vs torch: cos {p['cosine']:.7f}, max|d| {p['max_abs_diff']:.2e}")
         for name, ready in (manifest.get("device_readiness") or {}).items():
-            n = ready["nnapi"]
+            n, x = ready["nnapi"], ready.get("xnnpack")
             print(f"  {name} NNAPI: {n['partitions']} partition(s), {n['nodes_covered']}/{n['nodes_total']} nodes"
                   if n else f"  {name} NNAPI: not analysed ({ready.get('error')})")
+            if x:
+                print(f"  {name} XNNPACK: {x['partitions']} partition(s), {x['nodes_taken']}/{x['nodes_total']} nodes, "
+                      f"{100 * (x['mac_share'] or 0):.1f}% of multiply-accumulates")
     return 0

@@ -20,6 +20,8 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from edgeclip.bundle import load_bundle
+from edgeclip.errors import EdgeclipError
 from runtime.bench_accuracy import (
     EvalDataError,
     EvalSet,
@@ -153,6 +155,36 @@ def latency_rows(runners: list[Runner], config: BenchConfig, progress: bool = Tr
                 stats = summarize(samples)
                 rows.append({**base, "status": "ok", **stats, "per_item_ms": stats["median_ms"] / batch,
                              "processes": len(per_round)})
+    return rows
+
+
+COVERAGE_PROVIDERS = ("XNNPACKExecutionProvider", "NnapiExecutionProvider")
+
+
+def coverage_rows(runners: list[Runner], towers: Sequence[str]) -> list[dict]:
+    """Static XNNPACK/NNAPI coverage of each bundle tower (partitions, share of multiply-accumulates, hand-overs),
+    from runtime.readiness, so the report shows beside the latency what a provider would run, even where absent."""
+    rows, seen = [], set()
+    for r in runners:
+        for tower in towers:
+            if not r.bundle or tower not in r.factories or (r.bundle, tower) in seen:
+                continue
+            seen.add((r.bundle, tower))
+            base = {"kind": "coverage", "model": r.model_id, "variant": r.variant, "label": r.label,
+                    "bundle": r.bundle, "tower": tower}
+            try:
+                from runtime.readiness import nnapi_report, xnnpack_report  # needs onnx, an analysis-only package
+
+                path = load_bundle(r.bundle, verify=False).tower_path(tower)
+                found = {"XNNPACKExecutionProvider": xnnpack_report(path), "NnapiExecutionProvider": nnapi_report(path)}
+            except (ImportError, EdgeclipError) as exc:
+                rows.append({**base, "provider": "static analysis", "status": "skipped", "reason": str(exc)})
+                continue
+            for provider in COVERAGE_PROVIDERS:
+                c = found[provider]
+                rows.append({**base, "provider": provider, "status": "ok", "partitions": c["partitions"],
+                             "mac_share": c["mac_share"], "handovers": c["handovers"],
+                             "layout_changes": c.get("layout_changes")})
     return rows
 
 
@@ -361,6 +393,7 @@ def run_bench(
     for provider, reason in (skipped_providers or {}).items():
         log(f"skipped provider {provider}: {reason}")
     rows += latency_rows(runners, config, progress)
+    rows += coverage_rows(runners, config.towers)
     with tempfile.TemporaryDirectory(prefix="edgeclip-bench-") as tmp:
         jpeg = config.image or make_test_jpeg(Path(tmp))
         onnx_runners = [r for r in runners if r.bundle]
@@ -429,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m runtime.bench",
         description="Benchmark edgeclip bundles on every execution provider of this onnxruntime: tower latency "
         "(median, p90) at each batch, JPEG -> embedding end to end, cold start and peak RSS in fresh processes, "
-        "and accuracy (zero-shot top-1 with --eval-dir, cosine vs the fp32 bundle of the same model). Writes "
+        "and accuracy (top-1 with --eval-dir: zero-shot on a class folder, image->caption retrieval on shards; "
+        "cosine vs the fp32 bundle of the same model). Writes "
         "report.json, report.md and report.png into --report.",
         epilog="Exit codes: 0 ok, 1 a bundle could not be loaded or a measurement failed (report still written), "
         "2 usage error.",
@@ -470,7 +504,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """CLI entry point."""
-    from edgeclip.errors import EdgeclipError
     from runtime.bench_report import write_report
 
     ap = build_parser()

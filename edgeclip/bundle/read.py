@@ -1,7 +1,6 @@
 """Load and verify an edgeclip bundle directory (format in docs/bundle.md): version check and sha256 of every file."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,20 +8,12 @@ from typing import Iterator, Optional, Union
 
 from edgeclip.bundle.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, TOWERS, check_inside, check_manifest
 from edgeclip.errors import BundleError
+from edgeclip.files import sha256_file
 from edgeclip.hub import is_hub_ref, resolve_bundle
 
 
 PathLike = Union[str, Path]
 MAX_MANIFEST_BYTES = 16 << 20
-
-
-def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks so large towers do not sit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

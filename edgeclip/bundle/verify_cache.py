@@ -18,6 +18,8 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
+from edgeclip.files import sha256_file
+
 CACHE_NAME = "verified-files.json"
 CACHE_VERSION = 1
 MAX_ENTRIES = 512  # the oldest entries are dropped beyond this (a re-hash is the only cost)
@@ -61,9 +63,8 @@ def _write(path: Path, files: dict) -> None:
 
 def cached_sha256(path: os.PathLike, hasher: Optional[Callable[[os.PathLike], str]] = None) -> str:
     """sha256 of `path`: remembered from an earlier call while the file's identity is unchanged, else hashed
-    with `hasher` (default edgeclip.bundle.read.sha256_file) and remembered."""
-    if hasher is None:
-        from edgeclip.bundle.read import sha256_file as hasher
+    with `hasher` (default edgeclip.files.sha256_file) and remembered."""
+    hasher = hasher or sha256_file
     real = os.path.realpath(path)
     before = _identity(os.stat(real))
     store = cache_path()
