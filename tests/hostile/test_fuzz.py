@@ -160,13 +160,11 @@ ANY_CHAR = st.one_of(st.characters(), st.integers(0xD800, 0xDFFF).map(chr), st.i
 
 
 @fuzz("texts")
-@given(text=st.text(ANY_CHAR, max_size=200), repeat=st.one_of(st.just(1), st.integers(500, 100_000)))
-def test_any_string(enc, text, repeat):
-    """Any str (lone surrogates, control characters, 100k characters) embeds; nothing else is acceptable."""
-    text = (text * repeat)[:120_000] if text else text
+@given(text=st.text(ANY_CHAR, max_size=200), long=st.integers(0, 7), repeat=st.integers(500, 100_000))
+def test_any_string(enc, text, long, repeat):
+    """Any str (lone surrogates, control characters, one in eight up to 120k characters) embeds; nothing else."""
+    text = (text * repeat)[:120_000] if long == 0 else text
     _good_rows(enc.encode_text(text), 1, enc.embed_dim)
-    ids = enc.tokenize(text)
-    assert ids.shape == (1, enc.bundle.manifest["tokenizer"]["context_length"])
 
 
 @fuzz("text lists")
