@@ -216,3 +216,18 @@ def test_a_live_writers_temporary_folders_are_left_alone(sources, tmp_path):
     unrelated.mkdir()
     write(sources, out, "v2")
     assert journal.exists() and (tmp_path / ".out.tmp-0000beef" / "half.onnx").exists() and unrelated.exists()
+
+
+def test_a_killed_runs_scratch_and_swap_folders_are_removed_by_the_next_run(sources, tmp_path):
+    out = write(sources, tmp_path / "out", "v1")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # that process has exited
+    for token, role in (("0000aaaa", "work"), ("0000bbbb", "tmp")):
+        (tmp_path / f".out.edgeclip-{token}-{pid}-{_host()}.journal").touch()
+        (tmp_path / f".out.{role}-{token}").mkdir()
+        (tmp_path / f".out.{role}-{token}" / "image.onnx").write_bytes(os.urandom(1000))
+    foreign = tmp_path / ".out.tmp-somebody-else"  # no journal names it: not provably ours, kept
+    foreign.mkdir()
+    write(sources, out, "v2")
+    assert version_of(out) == "v2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.tmp-somebody-else", "out"]
