@@ -96,13 +96,19 @@ def check_tower_graph(bundle: Bundle, name: str, session: Any) -> Optional[int]:
 
 
 def check_bundle_graphs(bundle: Union[str, Bundle]) -> dict:
-    """Open every tower on the CPU provider and check it with `check_tower_graph`; returns {tower: embedding size}."""
+    """Open every tower (its .onnx file, else its .ort alternate) on the CPU provider and check it with
+    `check_tower_graph`; returns {tower: embedding size}."""
     from runtime.session import create_session
 
     bundle = load_bundle(bundle, verify=False)
     dims = {}
     for name, spec in bundle.towers.items():
-        session, _ = create_session(bundle.tower_path(name), "cpu", threads=1, precision=spec.get("precision"))
+        try:
+            session, _ = create_session(bundle.tower_path(name), "cpu", threads=1, precision=spec.get("precision"))
+        except BundleError:
+            if bundle.ort_path(name) is None:  # a minimal ONNX Runtime build loads only the .ort alternate
+                raise
+            session, _ = create_session(bundle.ort_path(name), "cpu", threads=1, precision=spec.get("precision"))
         dims[name] = check_tower_graph(bundle, name, session)
     return dims
 

@@ -49,3 +49,20 @@ def test_empty_and_real_inputs_agree_on_the_embedding_size(tiny, images_dir=None
     empty = enc.encode_image([])
     real = enc.encode_image(np.zeros((40, 50, 3), np.uint8))
     assert empty.shape[1] == real.shape[1] == enc.embed_dim == json.loads((tiny / "manifest.json").read_text())["embed_dim"]
+
+
+def test_graphs_of_a_bundle_for_minimal_builds_are_checked_on_their_ort_alternates(tiny, tmp_path):
+    """A minimal ONNX Runtime build loads only .ort files: the check then opens each tower's .ort alternate."""
+    from runtime.graph_contract import check_bundle_graphs
+    from runtime.ortformat import convert_bundle
+
+    bundle = copy_bundle(tiny, tmp_path / "b")
+    convert_bundle(bundle)
+    for name in ("image.onnx", "text.onnx"):
+        (bundle / name).write_bytes(b"not loadable here")  # what a minimal build sees in an .onnx file
+    assert check_bundle_graphs(bundle) == {"image": 16, "text": 16}
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["embed_dim"] = 512
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="embed_dim is 512"):
+        check_bundle_graphs(bundle)
