@@ -16,6 +16,7 @@ from benchmarks.reference import BENCH_MODELS, VARIANTS, build_bundle, demo_eval
 from runtime.bench import BenchConfig, add_timing_arguments, log, run_bench, skipped_latency_row, timing_plan
 from runtime.bench_report import write_report
 from runtime.bench_runners import TOWERS, bundle_runners, provider_plan
+from runtime.providers import thread_count
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--towers", nargs="+", choices=TOWERS, default=list(TOWERS))
     ap.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     add_timing_arguments(ap)
-    ap.add_argument("--threads", type=int, help="threads for ORT sessions and torch (default: library defaults)")
+    ap.add_argument("--threads", type=thread_count, help="threads for ORT sessions and torch (default: library defaults)")
     ap.add_argument("--eval-dir", type=Path, help="evaluation folder/shards for every model (default: the demo model "
                     "uses its synthetic eval split, the random-weight models get fidelity to fp32 only)")
     ap.add_argument("--eval-limit", type=int, default=500)

@@ -28,6 +28,7 @@ from export.models.demo import DemoCLIP, build_demo_model, checkpoint_metadata, 
 from export.models.demo_config import DEMO_IMAGE_SIZE, DEMO_PREPROCESS, DEMO_WEIGHTS
 from quantize.augment import apply_crop, apply_rand_augment, parse_entry
 from quantize.synthetic import ensure_dataset, evaluate_zero_shot, load_zero_shot, split_shards
+from runtime.providers import thread_count
 
 # MobileCLIP's reinforced-training weights: lam = 0.75 (Apple's DataCompDR-1B recipe,
 # --distill-loss-weights 0.25 0.75) and teacher logit scale 100 (temperature 0.01).
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
     parser.add_argument("--lr", type=float, default=3e-3, help="peak AdamW learning rate (default 3e-3)")
     parser.add_argument("--data", type=Path, default=None, help="dataset root (default: the cached synthetic dataset)")
-    parser.add_argument("--threads", type=int, default=2,
+    parser.add_argument("--threads", type=thread_count, default=2,
                         help="torch CPU threads (default 2; on a busy machine use 1: there 2 threads were ~10x slower)")
     parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (smoke runs)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")

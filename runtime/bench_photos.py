@@ -18,6 +18,8 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
+from runtime.providers import thread_count
+
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
                   "immunohistochemistry", "camera")
 MEGAPIXEL_SIZES = {12: (4000, 3000), 3: (2000, 1500), 1: (1152, 864)}
@@ -105,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--photos", type=Path, default=Path("bench-photos"), metavar="DIR",
                     help="where the re-encoded JPEGs are written (reused when present; default ./bench-photos)")
     ap.add_argument("--megapixels", type=int, nargs="+", choices=sorted(MEGAPIXEL_SIZES), default=[12, 3, 1])
-    ap.add_argument("--threads", type=int, default=None, metavar="N")
+    ap.add_argument("--threads", type=thread_count, default=None, metavar="N")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     args = ap.parse_args(argv)
     from edgeclip.errors import EdgeclipError

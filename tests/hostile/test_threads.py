@@ -1,6 +1,7 @@
 """Absurd or non-positive thread counts are refused, in the API and in every command with --threads."""
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -28,16 +29,15 @@ def test_encoder_accepts_the_bound(tiny):
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "100000", "many"])
-@pytest.mark.parametrize("command", ["edgeclip", "runtime.bench"])
+@pytest.mark.parametrize("command", ["edgeclip.cli", "runtime.bench", "runtime.bench_photos", "export.train_demo",
+                                     "benchmarks.side_by_side", "benchmarks.demo_pipeline"])
 def test_every_threads_option_refuses(tiny, tmp_path, capsys, command, value):
-    if command == "edgeclip":
-        from edgeclip.cli import main
-
-        argv = ["--threads", value, "info", str(tiny)]
-    else:
-        from runtime.bench import main
-
-        argv = ["--bundle", str(tiny), "--report", str(tmp_path / "r"), "--threads", value, "--quick"]
+    if command in ("export.train_demo", "benchmarks.side_by_side", "benchmarks.demo_pipeline"):
+        pytest.importorskip("torch", reason=f"{command} runs torch (the export extra)")
+    main = importlib.import_module(command).main
+    argv = {"edgeclip.cli": ["--threads", value, "info", str(tiny)],
+            "runtime.bench": ["--bundle", str(tiny), "--report", str(tmp_path / "r"), "--threads", value, "--quick"],
+            }.get(command, ["--threads", value])
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
