@@ -21,11 +21,11 @@ def shape_image(colour: str, shape: str, rng: np.random.Generator, side: Optiona
     return im.resize((side, side), Image.Resampling.BILINEAR) if side else im
 
 
-def mixed_size_image(rng: np.random.Generator) -> Image.Image:
-    """A random class at a random size and aspect ratio (64..640 px per side)."""
+def mixed_size_image(rng: np.random.Generator, max_side: int = 640) -> Image.Image:
+    """A random class at a random size and aspect ratio (64..max_side px per side)."""
     colour, shape = CLASSES[int(rng.integers(len(CLASSES)))]
     im = shape_image(colour, shape, rng)
-    w, h = (int(v) for v in rng.integers(64, 641, size=2))
+    w, h = (int(v) for v in rng.integers(64, max_side + 1, size=2))
     return im.resize((w, h), Image.Resampling.BILINEAR)
 
 
@@ -46,9 +46,10 @@ def write_broken(path: Path, kind: int) -> None:
         path.write_bytes(b"\xff\xd8\xff\xe0" + os.urandom(200))
 
 
-def make_tree(root: Path, n_good: int, n_broken: int, seed: int = 0, folders: int = 5) -> tuple[list[Path], list[Path]]:
-    """Write n_good mixed-size JPEGs and n_broken broken .jpg files under root (in `folders` subfolders,
-    some nested); returns (good paths, broken paths)."""
+def make_tree(root: Path, n_good: int, n_broken: int, seed: int = 0, folders: int = 5,
+              max_side: int = 640) -> tuple[list[Path], list[Path]]:
+    """Write n_good mixed-size JPEGs (sides 64..max_side) and n_broken broken .jpg files under root (in
+    `folders` subfolders, some nested); returns (good paths, broken paths)."""
     rng = np.random.default_rng(seed)
     good, broken = [], []
     for i in range(n_good + n_broken):
@@ -59,7 +60,7 @@ def make_tree(root: Path, n_good: int, n_broken: int, seed: int = 0, folders: in
             write_broken(path, len(broken))
             broken.append(path)
         else:
-            mixed_size_image(rng).save(path, "JPEG", quality=int(rng.integers(70, 95)))
+            mixed_size_image(rng, max_side).save(path, "JPEG", quality=int(rng.integers(70, 95)))
             good.append(path)
     while len(broken) < n_broken:  # only when n_broken does not spread evenly
         path = root / f"broken{len(broken)}.jpg"
@@ -68,8 +69,8 @@ def make_tree(root: Path, n_good: int, n_broken: int, seed: int = 0, folders: in
     return good, broken
 
 
-def rewrite(path: Path, rng: np.random.Generator) -> None:
+def rewrite(path: Path, rng: np.random.Generator, max_side: int = 640) -> None:
     """Replace a photo with another picture and move its mtime forward (as an editor saving over it would)."""
     before = path.stat().st_mtime_ns
-    mixed_size_image(rng).save(path, "JPEG", quality=90)
+    mixed_size_image(rng, max_side).save(path, "JPEG", quality=90)
     os.utime(path, ns=(before + 10**9, before + 10**9))
