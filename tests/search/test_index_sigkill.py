@@ -61,7 +61,7 @@ def snapshot(db: Path, dim: int) -> tuple[dict, dict]:
 def tree(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("kill-tree")
     rng = np.random.default_rng(4)
-    for i in range(240):
+    for i in range(360):
         colour, shape = CLASSES[i % len(CLASSES)]
         shape_image(colour, shape, rng).save(root / f"{i:03d}.jpg", quality=90)
     for i in range(4):
@@ -75,7 +75,7 @@ def test_sigkill_never_corrupts_or_loses_embeddings(tree, tmp_path, demo_bundle,
     subprocess.run(index_command(demo_bundle, tree, reference_db), check=True, capture_output=True)
     want, want_failures = snapshot(reference_db, dim)
     total = len(want) + len(want_failures)
-    assert total == 244
+    assert total == 364
 
     db = tmp_path / "killed.db"
     rng = np.random.default_rng(2024)
@@ -84,7 +84,7 @@ def test_sigkill_never_corrupts_or_loses_embeddings(tree, tmp_path, demo_bundle,
     deadline = time.monotonic() + 300
     while kills < KILLS and time.monotonic() < deadline:
         before = rows(db)
-        assert before < total - 4, f"ran out of work after {kills} kills"
+        assert before < total - 20, f"ran out of work after {kills} kills"
         proc = subprocess.Popen(index_command(demo_bundle, tree, db), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if startup_kills < STARTUP_KILLS:
             time.sleep(rng.uniform(0.0, 0.6))
