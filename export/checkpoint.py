@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from pathlib import Path
 from typing import Iterable, Mapping, Optional, Union
 
 from edgeclip.errors import EdgeclipError
+from edgeclip.hub import offline
 from edgeclip.paths import edgeclip_home
 from quantize.hub_probe import hub_unreachable_reason
 from export.registry import (LAYOUT_APPLE, LAYOUT_DEMO, LAYOUT_OPEN_CLIP, LAYOUT_TIMM, LAYOUTS, MODELS, ModelSpec, Source,
@@ -201,14 +201,9 @@ def check_keys(expected: Mapping[str, tuple], state_dict: Mapping, model_id: str
 
 
 # ---------------------------------------------------------------- resolution
-def _offline() -> bool:
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
-               for v in ("EDGECLIP_OFFLINE", "HF_HUB_OFFLINE"))
-
-
 def _download(spec: ModelSpec, source: Source) -> Optional[Path]:
     """Fetch `source` into the cache with huggingface_hub; None when it is not installed or the Hub is unreachable."""
-    if _offline() or source.repo is None or hub_unreachable_reason():  # huggingface_hub would retry for ~25 s
+    if offline() or source.repo is None or hub_unreachable_reason():  # huggingface_hub would retry for ~25 s
         return None
     try:
         from huggingface_hub import hf_hub_download

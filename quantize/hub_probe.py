@@ -12,18 +12,14 @@ import threading
 import urllib.error
 import urllib.request
 
+from edgeclip.hub import offline as offline_requested  # HF_HUB_OFFLINE / EDGECLIP_OFFLINE, read at each call
+
 PROBE_SECONDS = 3.0
-_TRUE = ("1", "true", "yes", "on")
 
 
 def hub_endpoint() -> str:
     """The Hub address huggingface_hub uses (``HF_ENDPOINT``, default https://huggingface.co)."""
     return (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
-
-
-def offline_requested() -> bool:
-    """True when ``HF_HUB_OFFLINE`` or ``EDGECLIP_OFFLINE`` is set to a true value."""
-    return any(os.environ.get(v, "").strip().lower() in _TRUE for v in ("HF_HUB_OFFLINE", "EDGECLIP_OFFLINE"))
 
 
 def hub_unreachable_reason(timeout: float = PROBE_SECONDS) -> str | None:
