@@ -2,8 +2,8 @@
 
 The manifest is fetched first; then exactly the files it names, from the same commit, into huggingface_hub's
 cache (HF_HUB_CACHE / HF_HOME; HF_ENDPOINT for a mirror). With HF_HUB_OFFLINE=1 (or EDGECLIP_OFFLINE=1) only the
-cache is read; these variables are read at each call. The
-caller (`edgeclip.bundle.load_bundle`) verifies every file's sha256 against the manifest, as for a local folder.
+cache is read; these variables are read at each call. The caller (`edgeclip.bundle.load_bundle`) verifies every
+file's sha256 against the manifest, as for a local folder.
 """
 from __future__ import annotations
 
