@@ -106,6 +106,14 @@ def scan_images(roots: Sequence[PathLike]) -> dict[str, tuple[int, int]]:
     return found
 
 
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in a POSIX file name (os.fsdecode's surrogates)
+        return False
+    return True
+
+
 def _under(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
@@ -322,6 +330,10 @@ class PhotoIndex:
         known = {p: (s, m) for p, s, m in self._conn.execute("SELECT path, size, mtime_ns FROM photos")}
         broken = {p: (s, m) for p, s, m in self._conn.execute("SELECT path, size, mtime_ns FROM failures")}
         report = UpdateReport(scanned=len(found))
+        for path in [p for p in found if not _is_utf8(p)]:  # SQLite text is UTF-8: such a name cannot be stored
+            del found[path]
+            report.failed.append((path.encode("utf-8", "backslashreplace").decode(),
+                                  "the file name is not valid UTF-8 and cannot be indexed; rename the file"))
         gone = sorted(p for p in known if p not in found and _under(p, roots))
         gone_broken = [p for p in broken if p not in found and _under(p, roots)]
         if gone or gone_broken:

@@ -3,6 +3,8 @@ benchmarks/test_bench_index.py): a second run reads nothing; 100 changed + 100 a
 the files handled; broken files are recorded once and retried only when they change."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -95,3 +97,15 @@ def test_deletion_is_limited_to_the_folders_given(tmp_path, demo_encoder):
     assert index.update([tmp_path / "b"]).deleted == []
     assert index.update([tmp_path / "a"]).deleted == [str(a[0])]
     assert index.remove([tmp_path / "b"]) == sorted(map(str, b)) and len(index) == 4
+
+
+def test_a_file_name_that_is_not_utf8_is_listed_not_fatal(tmp_path, demo_encoder):
+    root = tmp_path / "photos"
+    make_tree(root, 3, 0)
+    odd = os.fsdecode(bytes(root) + b"/caf\xe9.jpg")  # Latin-1 bytes from an old camera or archive
+    mixed_size_image(np.random.default_rng(0)).save(odd, "JPEG")
+    with PhotoIndex(tmp_path / "photos.db", demo_encoder) as index:
+        report = index.update([root])
+        assert len(report.added) == 3 and len(index) == 3
+        assert [p for p, _ in report.failed] == [f"{root}/caf\\udce9.jpg"]
+        assert "not valid UTF-8" in report.failed[0][1]
