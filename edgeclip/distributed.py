@@ -122,8 +122,12 @@ def embed(paths_or_dataset: Union[Sequence[str], Any], bundle: Union[str, Path],
             raise InputError("no images to embed")
         dataset = ray.data.from_items([{"path": p} for p in paths],
                                       override_num_blocks=max(1, -(-len(paths) // batch_size)))
+    if not cpus_per_worker > 0:
+        raise InputError(f"cpus_per_worker must be above 0, got {cpus_per_worker!r}")
     if workers is None:
         workers = max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_worker))
+    if not isinstance(workers, int) or workers < 1:
+        raise InputError(f"workers must be a positive integer, got {workers!r}")
     with warnings.catch_warnings():
         # Ray 2.60 names no parameter for actor restarts yet and warns about passing them as remote args
         warnings.simplefilter("ignore", category=DeprecationWarning)
