@@ -1,9 +1,9 @@
 """Which nodes ONNX Runtime's XNNPACK execution provider would take, by its own node-support rules.
 
 The rules are transcribed (not copied) from ONNX Runtime's XNNPACK EP sources
-(``onnxruntime/core/providers/xnnpack/``), read at the newest revisions stored for each file; the op list is
-the same from 1.14 (Gemm, MatMul, Softmax, Resize added) through the 1.2x releases, so it holds for Termux's
-1.29 and for the current one:
+(``onnxruntime/core/providers/xnnpack/``), read at the newest revisions stored for each file (ones that already
+handle fp16); op support there has only grown and the conditions below match the older
+revisions compared, so they serve Termux's 1.29 and the current release (docs/devices.md has the details):
 ``xnnpack_execution_provider.cc`` (kernel registry: Conv, ConvTranspose, QLinearConv, MaxPool, AveragePool,
 QLinearAveragePool, Softmax, QLinearSoftmax, Resize, Gemm, MatMul; no element-wise, activation, Transpose,
 Reshape or normalization kernel), ``detail/node_support_checker.cc`` (the same op list; Relu/Clip fused only
@@ -29,7 +29,7 @@ import numpy as np
 from runtime.partitions import split_stats
 
 RULES_SOURCE = ("onnxruntime/core/providers/xnnpack (xnnpack_execution_provider.cc, node_support_checker.cc, conv_base.cc, "
-                "matmul.cc, gemm.cc, softmax.cc, detail/utils.cc), ORT 1.14-1.2x")
+                "matmul.cc, gemm.cc, softmax.cc, detail/utils.cc), newest sources; Termux 1.29")
 QDQ_OPS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "Softmax", "Resize"}
 FP32_OPS = QDQ_OPS | {"MatMul", "Gemm"}
 FUSABLE_ACTIVATIONS = {"Relu", "Clip"}
