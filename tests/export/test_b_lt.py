@@ -56,7 +56,8 @@ def test_b_lt_apple_file_exports_apples_network(tmp_path, capsys):
     assert manifest["source_checkpoint"]["layout"] == "ml-mobileclip" and manifest["image_stem"] == "padded"
 
     images = write_image_files(tmp_path / "images", limit=N_IMAGES)
-    ours = Encoder(tmp_path / "b", providers="cpu", threads=2).encode_image([str(p) for p in images])
+    enc = Encoder(tmp_path / "b", providers="cpu", threads=2, preprocess_mode="exact")  # torchvision's pixels
+    ours = enc.encode_image([str(p) for p in images])
     ref = apple_vit_encode_image(sd, torch.from_numpy(load_image_files(images, 224))).numpy()
     ref /= np.linalg.norm(ref, axis=1, keepdims=True)
     figures = assert_image_parity(ours, ref, "mobileclip-b-lt bundle vs Apple's ViT")

@@ -100,7 +100,7 @@ def _check_bundle(model_id: str, bundle: Path, checkpoint: Path, images: list[Pa
     _, size, crop_pct, _ = RELEASES[model_id]
     pre = manifest["preprocess"]
     assert (pre["crop_size"], pre["resize"], pre["interpolation"]) == (size, int(size / crop_pct), "bicubic")
-    enc = Encoder(bundle, providers="cpu", threads=2)
+    enc = Encoder(bundle, providers="cpu", threads=2, preprocess_mode="exact")  # torchvision's pixels, as timm
     ours = enc.encode_image([str(p) for p in images])
     with pytest.raises(BundleError, match="no text tower"):
         enc.encode_text("a photo")
