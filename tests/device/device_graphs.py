@@ -99,8 +99,8 @@ def save(model: onnx.ModelProto, path: Path) -> Path:
 
 
 def text_model(batch: int | str = 1, context: int = 77, vocab: int = 49408, dim: int = 16, seed: int = 0,
-               fixed_reshape: bool = False) -> onnx.ModelProto:
-    """A toy text tower on int64 ids: embedding Gather -> ReduceMean over tokens -> projection MatMul.
+               fixed_reshape: bool = False, out_dim: int = 8) -> onnx.ModelProto:
+    """A toy text tower on int64 ids: embedding Gather -> ReduceMean over tokens -> projection MatMul to out_dim.
 
     fixed_reshape (int batch): a Reshape to [batch, dim] before the projection, as fixed-shape exports
     (--nnapi) bake in, so feeding any other batch fails in ONNX Runtime like a real batch-1 tower.
@@ -108,7 +108,7 @@ def text_model(batch: int | str = 1, context: int = 77, vocab: int = 49408, dim:
     rng = np.random.default_rng(seed)
     inits = [
         numpy_helper.from_array((rng.standard_normal((vocab, dim)) * 0.1).astype(np.float32), "tok_emb"),
-        numpy_helper.from_array((rng.standard_normal((dim, 8)) * 0.3).astype(np.float32), "proj"),
+        numpy_helper.from_array((rng.standard_normal((dim, out_dim)) * 0.3).astype(np.float32), "proj"),
     ]
     nodes = [
         helper.make_node("Gather", ["tok_emb", "input_ids"], ["emb"]),
@@ -123,7 +123,7 @@ def text_model(batch: int | str = 1, context: int = 77, vocab: int = 49408, dim:
     graph = helper.make_graph(
         nodes, "text",
         [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [batch, context])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, 8])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, out_dim])],
         inits,
     )
     return checked_model(graph)
@@ -132,10 +132,10 @@ def text_model(batch: int | str = 1, context: int = 77, vocab: int = 49408, dim:
 def write_tiny_bundle(root: Path, batch: int | str = 1) -> Path:
     """A format-1 bundle with toy image/text towers (not CLIP-accurate; for graph-level tools).
 
-    Image tower: conv_model, input "x" [batch, 3, 16, 16] -> "y" [batch, 4]; text tower: text_model -> [batch, 8];
-    manifest gelu "tanh", embed_dim 4.
+    Image tower: conv_model, input "x" [batch, 3, 16, 16] -> "y" [batch, 4]; text tower: text_model -> [batch, 4];
+    manifest gelu "tanh", embed_dim 4 (both towers agree with it, as load-time checks require).
     """
-    return write_toy_bundle(root, image=conv_model(batch=batch, size=16), text=text_model(batch=batch),
+    return write_toy_bundle(root, image=conv_model(batch=batch, size=16), text=text_model(batch=batch, out_dim=4),
                             embed_dim=4, gelu="tanh")
 
 
