@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from quantize.measure import input_sensitivity as input_fraction  # share of the norm left after centering
+
 RAW_MIN = 0.9999  # min row cosine between our embeddings and the reference's
 CENTERED_MIN = 0.999  # ... after subtracting each side's mean embedding
 MIN_INPUT_FRACTION = 0.10  # the reference's rows must keep >= 10 % of their norm after centering
@@ -77,12 +79,6 @@ def load_image_files(paths: list[Path], size: int) -> np.ndarray:
 
 def _row_cosines(a: np.ndarray, e: np.ndarray) -> np.ndarray:
     return (a * e).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(e, axis=1))
-
-
-def input_fraction(emb: np.ndarray) -> float:
-    """Smallest share of a row's norm left after subtracting the mean row (how much the input matters)."""
-    e = np.asarray(emb, dtype=np.float64)
-    return float((np.linalg.norm(e - e.mean(0), axis=1) / np.linalg.norm(e, axis=1)).min())
 
 
 def figures(actual: np.ndarray, expected: np.ndarray) -> dict[str, float]:

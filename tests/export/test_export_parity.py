@@ -59,7 +59,7 @@ def test_fixture_parity_torch_and_onnx(stem, fixture_files, capsys):
     assert_parity(t_img, fx["image_embeddings"], f"{stem} torch image", row_difference=conv)
     assert_parity(t_txt, fx["text_embeddings"], f"{stem} torch text")
     assert input_fraction(fx["text_embeddings"]) >= MIN_INPUT_FRACTION  # the captions' embeddings differ
-    assert_centered(t_txt, fx["text_embeddings"], f"{stem} torch text")
+    t_centered = assert_centered(t_txt, fx["text_embeddings"], f"{stem} torch text")
 
     bundle = fixture_files.bundle(stem)
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -69,7 +69,7 @@ def test_fixture_parity_torch_and_onnx(stem, fixture_files, capsys):
     o_txt = _ort(bundle / "text.onnx", tokens)
     assert_parity(o_img, fx["image_embeddings"], f"{stem} onnx image", row_difference=conv)
     assert_parity(o_txt, fx["text_embeddings"], f"{stem} onnx text")
-    assert_centered(o_txt, fx["text_embeddings"], f"{stem} onnx text")
+    o_centered = assert_centered(o_txt, fx["text_embeddings"], f"{stem} onnx text")
     assert manifest["image_stem"] == fixture_stem(stem)
     assert manifest["towers"]["text"]["eot_pooling"] == "onehot-matmul"  # Apple and OpenCLIP text towers alike
     for tower in ("image", "text"):
@@ -78,7 +78,8 @@ def test_fixture_parity_torch_and_onnx(stem, fixture_files, capsys):
     with capsys.disabled():  # the numbers the report quotes
         rows = {"torch image": parity(t_img, fx["image_embeddings"]), "torch text": parity(t_txt, fx["text_embeddings"]),
                 "onnx image": parity(o_img, fx["image_embeddings"]), "onnx text": parity(o_txt, fx["text_embeddings"])}
-        print(f"\n[parity] {stem}: " + "; ".join(f"{k} cos {c:.8f} relL2 {r:.2e}" for k, (c, r) in rows.items()))
+        print(f"\n[parity] {stem}: " + "; ".join(f"{k} cos {c:.8f} relL2 {r:.2e}" for k, (c, r) in rows.items())
+              + f"; text centered cos torch {t_centered:.8f} onnx {o_centered:.8f}")
 
 
 def test_fp16_mobileclip2_text_graph_opens_with_the_runtime_session(fixture_files, tmp_path):
@@ -104,21 +105,22 @@ def test_fp16_mobileclip2_text_graph_opens_with_the_runtime_session(fixture_file
 
 # ---------------------------------------------------------------- image files, input-sensitive weights
 N_IMAGES = 5  # photos and drawn pictures written as files, run one by one (batch 1, as a phone does)
-# case id -> (model id, checkpoint layout, ViT stem exported); the reference network is chosen per case below
+# case id -> (model id, checkpoint layout, ViT stem the bundle must compute, --vit-stem given or None for the default);
+# the reference network is chosen per case below
 IMAGE_CASES = {
-    "mobileclip-s0.ml-mobileclip": ("mobileclip-s0", "ml-mobileclip", None),
-    "mobileclip-s1.ml-mobileclip": ("mobileclip-s1", "ml-mobileclip", None),
-    "mobileclip-s2.ml-mobileclip": ("mobileclip-s2", "ml-mobileclip", None),
-    "mobileclip-b.ml-mobileclip": ("mobileclip-b", "ml-mobileclip", "padded"),
-    "MobileCLIP-S1.open_clip": ("mobileclip-s1", "open_clip", None),
-    "MobileCLIP-S2.open_clip": ("mobileclip-s2", "open_clip", None),
-    "MobileCLIP-B.open_clip.padded": ("mobileclip-b", "open_clip", "padded"),
-    "MobileCLIP-B.open_clip.unpadded": ("mobileclip-b", "open_clip", "unpadded"),
-    "MobileCLIP2-S0.open_clip": ("mobileclip2-s0", "open_clip", None),
-    "MobileCLIP2-S2.open_clip": ("mobileclip2-s2", "open_clip", None),
-    "MobileCLIP2-B.open_clip": ("mobileclip2-b", "open_clip", "unpadded"),
+    "mobileclip-s0.ml-mobileclip": ("mobileclip-s0", "ml-mobileclip", None, None),
+    "mobileclip-s1.ml-mobileclip": ("mobileclip-s1", "ml-mobileclip", None, None),
+    "mobileclip-s2.ml-mobileclip": ("mobileclip-s2", "ml-mobileclip", None, None),
+    "mobileclip-b.ml-mobileclip": ("mobileclip-b", "ml-mobileclip", "padded", None),
+    "MobileCLIP-S1.open_clip": ("mobileclip-s1", "open_clip", None, None),
+    "MobileCLIP-S2.open_clip": ("mobileclip-s2", "open_clip", None, None),
+    "MobileCLIP-B.open_clip.padded": ("mobileclip-b", "open_clip", "padded", None),
+    "MobileCLIP-B.open_clip.unpadded": ("mobileclip-b", "open_clip", "unpadded", "unpadded"),
+    "MobileCLIP2-S0.open_clip": ("mobileclip2-s0", "open_clip", None, None),
+    "MobileCLIP2-S2.open_clip": ("mobileclip2-s2", "open_clip", None, None),
+    "MobileCLIP2-B.open_clip": ("mobileclip2-b", "open_clip", "unpadded", None),
 }
-# torch-level cases cheap enough for every CI run (Apple-layout B and S0 run in tests/apple)
+# torch-level cases cheap enough for every CI run (the Apple-layout torch cases run in tests/apple)
 TORCH_IN_CI = {"MobileCLIP-B.open_clip.padded", "MobileCLIP-B.open_clip.unpadded", "MobileCLIP2-B.open_clip",
                "MobileCLIP2-S0.open_clip"}
 
@@ -148,7 +150,7 @@ def vit_b_weights():
 
 
 def _weights(case: str, vit_b_weights: dict | None) -> dict:
-    model_id, layout, stem = IMAGE_CASES[case]
+    model_id, layout, stem, _ = IMAGE_CASES[case]
     if stem is not None:
         return vit_b_weights[layout]
     from export.random_init import input_sensitive_state_dict
@@ -177,7 +179,7 @@ def _open_clip_visual(model_id: str, sd: dict) -> torch.nn.Module:
 def _reference(case: str, vit_b_weights: dict | None, x: np.ndarray) -> np.ndarray:
     """The reference network's embeddings: Apple's ViT for a padded stem, timm's own loader of Apple's MCi files,
     open_clip's model for OpenCLIP files."""
-    model_id, layout, stem = IMAGE_CASES[case]
+    model_id, layout, stem, _ = IMAGE_CASES[case]
     if stem == "padded":
         from tests.apple.apple_vit_reference import apple_vit_encode_image
 
@@ -197,30 +199,52 @@ def _reference(case: str, vit_b_weights: dict | None, x: np.ndarray) -> np.ndarr
 
 
 def _image_params():
-    for case, (model_id, _, _) in IMAGE_CASES.items():
-        for impl in ("torch", "onnx"):
+    for case, (_, layout, _, _) in IMAGE_CASES.items():
+        for impl in ("torch", "onnx") if layout == "open_clip" else ("onnx",):  # Apple torch: tests/apple
             slow = impl == "onnx" or case not in TORCH_IN_CI
             yield pytest.param(case, impl, id=f"{case}-{impl}", marks=[pytest.mark.slow] if slow else [])
 
 
 @pytest.mark.parametrize("case, impl", _image_params())
 def test_image_files_parity(case, impl, parity_images, tmp_path, request, capsys):
-    """Our torch model / ONNX graph vs the reference network on image files: raw and centered cosine."""
+    """Our torch model / ONNX graph vs the reference network on image files: raw and centered cosine.
+
+    The ViT-B models' default stems are part of the check: v1 B padded in both layouts, MobileCLIP2-B unpadded.
+    """
     from export.api import build_model, export_bundle
 
-    model_id, layout, stem = IMAGE_CASES[case]
+    model_id, layout, stem, option = IMAGE_CASES[case]
     vit_b_weights = request.getfixturevalue("vit_b_weights") if stem else None
     size = 224 if stem else 256
     x = load_image_files(parity_images, size)
     sd = _weights(case, vit_b_weights)
     if impl == "torch":
-        model = build_model(model_id, sd, vit_stem=stem)
+        model = build_model(model_id, sd, vit_stem=option)
         ours = _batch1(lambda t: model.encode_image(torch.from_numpy(t)).numpy(), x)
     else:
-        bundle = export_bundle(model_id, tmp_path / "bundle", checkpoint=sd, towers=("image",), vit_stem=stem)
+        bundle = export_bundle(model_id, tmp_path / "bundle", checkpoint=sd, towers=("image",), vit_stem=option)
         assert json.loads((bundle / "manifest.json").read_text())["image_stem"] == stem
         ours = _batch1(_session(bundle / "image.onnx"), x)
     found = assert_image_parity(ours, _reference(case, vit_b_weights, x), f"{case} {impl} image vs reference")
     with capsys.disabled():
         print("\n" + describe(f"{case} {impl} image vs reference", found))
 
+
+
+def test_vit_stem_choice_only_for_vit_b_models():
+    """--vit-stem applies to the ViT-B CLIP models; elsewhere it is a usage error (exit 2) that names the model."""
+    import subprocess
+    import sys
+
+    from edgeclip.errors import EdgeclipError
+    from export.api import vit_stem_for
+    from export.registry import get_spec
+
+    assert [vit_stem_for(get_spec(m)) for m in ("b", "b-lt", "mobileclip2-b", "s0")] == \
+        ["padded", "padded", "unpadded", None]
+    assert vit_stem_for(get_spec("b"), "unpadded") == "unpadded"
+    with pytest.raises(EdgeclipError, match="not 'zero'"):
+        vit_stem_for(get_spec("b"), "zero")
+    res = subprocess.run([sys.executable, "-m", "export", "--model", "s0", "--vit-stem", "padded", "--out", "x"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "mobileclip-s0 has no ViT-B CLIP image tower" in res.stderr, res.stderr
