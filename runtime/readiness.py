@@ -92,7 +92,7 @@ def xnnpack_report(onnx_path: str | Path) -> dict[str, Any]:
     return xnnpack_coverage(optimized_with_shapes(onnx_path))
 
 
-NNAPI_SUMMARY = ("partitions", "nodes_covered", "nodes_total", "mac_share", "handovers")
+NNAPI_SUMMARY = ("partitions", "nodes_covered", "nodes_total", "mac_share", "handovers", "unsupported_ops")
 XNNPACK_SUMMARY = ("partitions", "nodes_taken", "nodes_total", "mac_share", "handovers", "layout_changes")
 
 
