@@ -116,7 +116,7 @@ def check_manifest(manifest: Any, where: Path) -> None:
         _check_tower(f, tower, f"towers.{name}")
     if "image" in towers and not isinstance(manifest.get("preprocess"), dict):
         f.fail("preprocess", "must be a JSON object: an image tower needs it", manifest.get("preprocess"))
-    _check_preprocess(f, manifest.get("preprocess", _ABSENT))
+    _check_preprocess(f, manifest.get("preprocess", _ABSENT), "image" in towers)
     _check_tokenizer(f, manifest.get("tokenizer", _ABSENT))
     extra = f.obj(manifest.get("extra_files", _ABSENT), "extra_files")
     for name, digest in extra.items():
@@ -192,9 +192,9 @@ def _check_tensor(f: _Fields, spec: Any, field: str) -> None:
             f.fail(f"{field}.dtype", "is not a numpy dtype name such as float32 or int64", dtype)
 
 
-def _check_preprocess(f: _Fields, pp: Any) -> None:
+def _check_preprocess(f: _Fields, pp: Any, image_tower: bool) -> None:
     pp = f.obj(pp, "preprocess")
-    if not pp:
+    if not pp and not image_tower:
         return
     if "size" not in pp:
         f.fail("preprocess.size", "is missing")

@@ -82,3 +82,11 @@ def test_hostile_manifest_files(tiny, tmp_path, content, message):
     with pytest.raises(BundleError, match=message) as err:
         load_bundle(bad)
     assert "manifest.json" in str(err.value) and len(str(err.value)) < 300
+
+
+def test_an_empty_preprocess_section_of_an_image_tower_is_refused(tiny, tmp_path):
+    """Found by the fuzz harness: {} passed the schema, then preprocessing failed without naming the bundle."""
+    bad = copy_bundle(tiny, tmp_path / "bad", _set("preprocess", {}))
+    with pytest.raises(BundleError, match="preprocess.size is missing") as err:
+        load_bundle(bad)
+    assert str(bad) in str(err.value)
