@@ -104,6 +104,7 @@ def run(out: Path, targets: Sequence[str], samples: int, threads: int, repeats: 
     from edgeclip import Encoder
     from export.api import export_bundle
     from quantize.quantizer import quantize_bundle
+    from quantize.recipes import get_target
     from quantize.search import Goals
     from quantize.synthetic import ensure_dataset, load_zero_shot
 
@@ -115,10 +116,16 @@ def run(out: Path, targets: Sequence[str], samples: int, threads: int, repeats: 
     zs = load_zero_shot(data)
     print(f"[{next(step)}/{steps}] export demo → {out / 'fp32'}", flush=True)
     fp32 = export_bundle("demo", out / "fp32")
+    sources = {(False, None): fp32}  # fp32 graphs per (nnapi preset, batch): NNAPI and XNNPACK need batch-1 graphs
     bundles = {}
     for target in targets:
         print(f"[{next(step)}/{steps}] INT8 static quantization, target {target}", flush=True)
-        src = fp32 if target != "nnapi" else export_bundle("demo", out / "fp32-nnapi", nnapi=True)
+        spec = get_target(target)
+        key = (target == "nnapi", 1 if spec.fixed_shapes else None)
+        if key not in sources:
+            folder = out / ("fp32-nnapi" if key[0] else "fp32-b1")
+            sources[key] = export_bundle("demo", folder, nnapi=key[0], batch=key[1])
+        src = sources[key]
         goals = Goals() if speed_guard else Goals(min_speedup=0.0)
         bundles[target] = quantize_bundle(src, out / f"int8-{target}", target=target, goals=goals,
                                           calibration=[data / "calib"], samples=samples)
