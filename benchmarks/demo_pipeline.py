@@ -165,7 +165,7 @@ def _save_example(zs, out: Path) -> dict:
               next(n for n in others if not n.startswith(colour + " ") and not n.endswith(" " + shape))]
     with atomic_path(out / "example.png") as tmp:
         zs.images[0].save(tmp, format="PNG")
-    return {"image": str(out / "example.png"), "true_class": truth, "labels": sorted(labels)}
+    return {"image": str((out / "example.png").resolve()), "true_class": truth, "labels": sorted(labels)}
 
 
 def next_steps(report: dict) -> str:
