@@ -20,7 +20,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 DESCRIPTION = """\
 MobileCLIP embeddings with ONNX Runtime, no PyTorch. A BUNDLE is a directory made by
 `python -m quantize.int8` or export (manifest.json, image.onnx, text.onnx, tokenizer.json), or
-hf-hub:ORG/REPO for one published on the Hugging Face Hub (needs edgeclip[hub]; see docs/hub.md).
+hf-hub:ORG/REPO for one published on the Hugging Face Hub (needs the hub extra; see docs/hub.md).
 
 examples:
   edgeclip info bundle/

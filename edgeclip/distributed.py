@@ -30,7 +30,7 @@ DEFAULT_RETRIES = 3  # restarts of a dead actor, and retries of the batch it was
 COLUMNS = ("path", "embedding", "error", "size", "mtime_ns", "bundle")
 
 
-INSTALL_HINT = "pip install 'edgeclip[ray]'"
+INSTALL_HINT = "pip install 'ray[data]' (from a clone: pip install -e '.[ray]')"
 
 
 def _ray() -> Any:

@@ -56,7 +56,8 @@ def _hub():
     try:
         import huggingface_hub
     except ImportError:
-        raise HubError("hf-hub: bundle names need huggingface_hub: pip install 'edgeclip[hub]'") from None
+        raise HubError("hf-hub: bundle names need huggingface_hub: pip install huggingface_hub "
+                       "(from a clone: pip install -e '.[hub]')") from None
     return huggingface_hub
 
 

@@ -11,7 +11,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-ray = pytest.importorskip("ray", reason="Ray Data is the optional extra edgeclip[ray]: pip install 'edgeclip[ray]'")
+ray = pytest.importorskip("ray", reason="Ray Data is the optional ray extra: pip install -e '.[ray]'")
 pytest.importorskip("pyarrow", reason="Ray Data's Parquet output needs pyarrow (part of edgeclip[ray])")
 
 from edgeclip.distributed import EmbedBatch, embed, read_embeddings, write_embeddings  # noqa: E402
