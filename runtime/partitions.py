@@ -36,11 +36,20 @@ def _prod(dims: Iterable[int]) -> int:
     return out
 
 
-def _attr(node: Any, name: str, default: Any) -> Any:
+def node_attr(node: Any, name: str, default: Any) -> Any:
+    """The value of attribute `name` of an ONNX node, or `default`."""
+    from onnx import helper
+
     for a in node.attribute:
         if a.name == name:
-            return a.i
+            return helper.get_attribute_value(a)
     return default
+
+
+def name_nodes(model: Any) -> None:
+    """Give every unnamed node a unique name, since provider coverage keys nodes by name."""
+    for i, node in enumerate(model.graph.node):
+        node.name = node.name or f"_node{i}"
 
 
 def node_macs(node: Any, shapes: dict[str, list[int]]) -> int:
@@ -60,7 +69,7 @@ def node_macs(node: Any, shapes: dict[str, list[int]]) -> int:
         a, out = shapes.get(a_name), shapes.get(node.output[0])
         if not a or not out:
             return 0
-        k = a[-2] if op == "Gemm" and _attr(node, "transA", 0) and len(a) >= 2 else a[-1]
+        k = a[-2] if op == "Gemm" and node_attr(node, "transA", 0) and len(a) >= 2 else a[-1]
         return _prod(out) * int(k)
     return 0
 

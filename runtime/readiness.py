@@ -16,7 +16,7 @@ from typing import Any
 from edgeclip.bundle import load_bundle
 from edgeclip.errors import EdgeclipError
 from runtime.ort_tools import import_ort_tool
-from runtime.partitions import split_stats
+from runtime.partitions import name_nodes, split_stats
 from runtime.xnnpack_rules import xnnpack_coverage
 
 
@@ -59,8 +59,7 @@ def nnapi_report(onnx_path: str | Path, optimize: bool = True) -> dict[str, Any]
     execution providers; ``optimize=False`` analyses the file as written.
     """
     model = optimized_with_shapes(onnx_path, optimize)
-    for i, node in enumerate(model.graph.node):
-        node.name = node.name or f"_node{i}"  # partition stats key nodes by name
+    name_nodes(model)
     checker = import_ort_tool("mobile_helpers.usability_checker")
     info = checker.check_nnapi_partitions(model, require_fixed_input_sizes=True)
     covered = {node.name for group in info.supported_groups for node in group}

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.partitions import split_stats
+from runtime.partitions import name_nodes, node_attr, split_stats
 
 RULES_SOURCE = ("onnxruntime/core/providers/xnnpack (xnnpack_execution_provider.cc, node_support_checker.cc, conv_base.cc, "
                 "matmul.cc, gemm.cc, softmax.cc, detail/utils.cc), newest sources; Termux 1.29")
@@ -55,8 +55,8 @@ class _Graph:
         self.outputs = {o.name for o in graph.output}
         for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
             self.values[vi.name] = vi
-        for i, node in enumerate(graph.node):
-            node.name = node.name or f"_node{i}"  # rules key nodes by name; unnamed nodes get one
+        name_nodes(self.model)
+        for node in graph.node:
             for out in node.output:
                 self.producer[out] = node
             for inp in node.input:
@@ -76,15 +76,6 @@ class _Graph:
         if vi is None or not vi.type.tensor_type.HasField("shape"):
             return None
         return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in vi.type.tensor_type.shape.dim]
-
-
-def _attr(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _qdq_group(g: _Graph, node: Any) -> tuple[list, list] | None:
@@ -130,7 +121,7 @@ def _conv_ok(g: _Graph, node: Any, group: tuple | None) -> str | None:
         bias_dq = g.producer.get(node.input[2])
         if not (bias_dq is not None and bias_dq.op_type == "DequantizeLinear" and bias_dq.input[0] in g.inits):
             return "bias not constant"
-    if _attr(node, "auto_pad", b"NOTSET") in (b"SAME_LOWER", "SAME_LOWER"):
+    if node_attr(node, "auto_pad", b"NOTSET") in (b"SAME_LOWER", "SAME_LOWER"):
         return "auto_pad SAME_LOWER"
     if group:
         x_t, w_t = _quant_type(g, group[0][0]), _quant_type(g, group[0][1])
@@ -146,7 +137,7 @@ def _conv_ok(g: _Graph, node: Any, group: tuple | None) -> str | None:
 
 
 def _matmul_ok(g: _Graph, node: Any, group: tuple | None) -> str | None:
-    if node.op_type == "Gemm" and (_attr(node, "alpha", 1.0) != 1.0 or _attr(node, "beta", 1.0) != 1.0):
+    if node.op_type == "Gemm" and (node_attr(node, "alpha", 1.0) != 1.0 or node_attr(node, "beta", 1.0) != 1.0):
         return "Gemm alpha/beta != 1"
     a, b = node.input[0], node.input[1]
     if g.elem_type(a) != FLOAT or group:
@@ -176,7 +167,7 @@ def _softmax_ok(g: _Graph, node: Any, group: tuple | None) -> str | None:
     shape = g.shape(node.input[0])
     if not shape or shape[-1] is None:
         return "last dim not static"
-    axis = _attr(node, "axis", -1)
+    axis = node_attr(node, "axis", -1)
     if axis not in (-1, len(shape) - 1):
         return "axis is not the last"
     if group:
