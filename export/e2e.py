@@ -11,6 +11,7 @@ Apps load them with ORT + the extensions library (see docs/devices.md).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import sys
@@ -23,7 +24,7 @@ import numpy as np
 from edgeclip.bundle import load_bundle
 from edgeclip.errors import EdgeclipError
 from edgeclip.zeroshot import l2_normalize
-from edgeclip.bundle.write import install_file, read_manifest, write_manifest
+from edgeclip.bundle.write import install_file, write_manifest
 
 CONTRIB = "ai.onnx.contrib"          # CLIPTokenizer
 EXTENSIONS = "com.microsoft.extensions"  # DecodeImage
@@ -241,7 +242,7 @@ def add_e2e(bundle_dir: str | Path, towers: Sequence[str] = ("image", "text")) -
     root = bundle.root
     builders = {"image": (build_image_e2e, "image_bytes", "uint8 [bytes] (encoded JPEG/PNG)"),
                 "text": (build_text_e2e, "text", "string [N]")}
-    manifest = read_manifest(root)
+    manifest = copy.deepcopy(bundle.manifest)  # amended below, then written atomically
     summary: dict[str, Any] = {"bundle": str(root), "onnxruntime_extensions": onnxruntime_extensions.__version__}
     with tempfile.TemporaryDirectory(dir=root, prefix=".e2e-") as tmp:
         for name in towers:

@@ -8,6 +8,7 @@ CPU optimizations to replay at load; ``fixed`` bakes the CPU/XNNPACK optimizatio
 from __future__ import annotations
 
 import argparse
+import copy
 import contextlib
 import json
 import shutil
@@ -19,7 +20,7 @@ from typing import Any
 from edgeclip.bundle import load_bundle, sha256_file
 from edgeclip.errors import EdgeclipError
 from edgeclip.files import atomic_path
-from edgeclip.bundle.write import install_file, read_manifest, write_manifest
+from edgeclip.bundle.write import install_file, write_manifest
 from runtime.ort_tools import import_ort_tool
 
 STYLES = {"fixed": "Fixed", "runtime": "Runtime"}
@@ -69,7 +70,7 @@ def convert_bundle(bundle_dir: str | Path, style: str | None = None, target_plat
         raise OrtFormatError(f"unknown target platform {target_platform!r}; choose one of {PLATFORMS}")
     converter = import_ort_tool("convert_onnx_models_to_ort")
     root = bundle.root
-    manifest = read_manifest(root)
+    manifest = copy.deepcopy(bundle.manifest)  # amended below, then written atomically
     staging = Path(tempfile.mkdtemp(dir=root, prefix=".ortformat-"))
     try:
         src, out = staging / "src", staging / "out"

@@ -334,8 +334,3 @@ def write_manifest(root: Path, manifest: dict) -> None:
     path = root / MANIFEST_NAME
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-
-
-def read_manifest(root: Path) -> dict:
-    """The raw manifest dict (call after ``load_bundle`` has validated and verified the bundle)."""
-    return json.loads((root / MANIFEST_NAME).read_text(encoding="utf-8"))
