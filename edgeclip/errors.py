@@ -26,4 +26,19 @@ class ProviderError(EdgeclipError):
     """An execution provider was requested that this onnxruntime build lacks, or it failed to start."""
 
 
-__all__ = ["EdgeclipError", "BundleError", "InputError", "ImageError", "TextError", "ProviderError"]
+# Third-party packages of the build side; a missing one is an installation gap, not a bug.
+BUILD_PACKAGES = frozenset({"torch", "torchvision", "timm", "open_clip", "onnx", "onnxscript", "safetensors",
+                            "onnxruntime", "tokenizers"})
+
+
+def missing_build_package(exc: ModuleNotFoundError, command: str, extra: str) -> str:
+    """The one-line error a build command prints when `exc` names a build-side package; re-raises anything else."""
+    package = (exc.name or "").split(".")[0]
+    if package not in BUILD_PACKAGES:
+        raise exc
+    return (f"{command}: error: this command needs the '{package}' package, which is not installed; "
+            f"from a clone: pip install -e '.[{extra}]'")
+
+
+__all__ = ["EdgeclipError", "BundleError", "InputError", "ImageError", "TextError", "ProviderError",
+           "missing_build_package"]

@@ -110,8 +110,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     from tqdm import tqdm
 
-    from edgeclip.errors import EdgeclipError
-    from export.api import export_bundle, resolve_options, vit_stem_for
+    from edgeclip.errors import EdgeclipError, missing_build_package
+
+    try:
+        from export.api import export_bundle, resolve_options, vit_stem_for
+    except ModuleNotFoundError as exc:
+        print(missing_build_package(exc, "python -m export", "export"), file=sys.stderr)
+        return 1
 
     try:
         options = resolve_options(args.nnapi, args.batch, args.gelu, args.opset)

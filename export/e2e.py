@@ -366,10 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--towers", nargs="+", default=["image", "text"], choices=["image", "text"])
     parser.add_argument("--measure", action="store_true", help="compare with the Python path after writing")
     parser.add_argument("--golden", type=Path, help="tokenizer golden JSON (cases with text and ids)")
-    parser.add_argument("--images", nargs="*", default=[], help="image files for the image comparison")
+    parser.add_argument("--images", nargs="*", default=[], type=Path, help="image files for the image comparison")
     parser.add_argument("--captions", type=int, default=1000, help="number of generated ASCII captions")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    missing = [str(f) for f in [*args.images, *([args.golden] if args.golden else [])] if not f.is_file()]
+    if missing:  # checked before the bundle is touched
+        parser.error(f"file not found: {', '.join(missing)}")
     try:
         summary = add_e2e(args.bundle, args.towers)
         if args.measure:

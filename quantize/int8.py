@@ -14,15 +14,22 @@ from pathlib import Path
 from typing import Sequence
 
 from edgeclip.bundle.write import OUTPUT_POLICY, check_output
+from edgeclip.errors import missing_build_package
 from edgeclip.paths import edgeclip_home
-from quantize.calibration import METHODS
-from quantize.errors import QuantizeError
-from quantize.fetch_calibration import (SOURCE_NAME, calibration_cached, default_dir, ensure_calibration,
-                                        fetch_command)
-from quantize.hub_probe import hub_unreachable_reason
-from quantize.quantizer import quantize_bundle
-from quantize.recipes import TARGETS, Target, get_target
-from quantize.search import Goals
+
+try:
+    from quantize.calibration import METHODS
+    from quantize.errors import QuantizeError
+    from quantize.fetch_calibration import (SOURCE_NAME, calibration_cached, default_dir, ensure_calibration,
+                                            fetch_command)
+    from quantize.hub_probe import hub_unreachable_reason
+    from quantize.quantizer import quantize_bundle
+    from quantize.recipes import TARGETS, Target, get_target
+    from quantize.search import Goals
+except ModuleNotFoundError as _missing:  # run as a command without the build extras: one line, not a traceback
+    if __name__ != "__main__":
+        raise
+    sys.exit(missing_build_package(_missing, "python -m quantize.int8", "quantize"))
 
 
 def _export_fp32(model_id: str, checkpoint: str | None, target: Target, work: Path) -> Path:

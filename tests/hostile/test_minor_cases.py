@@ -80,3 +80,16 @@ def test_malicious_pickle_is_refused_in_our_words(tmp_path):
     message = str(err.value)
     assert "evil.pt" in message and "code" in message and "refused" in message and "os.system" in message.replace("posix", "os")
     assert "WeightsUnpickler" not in message and "weights_only" not in message.split("refused")[0]
+
+
+def test_e2e_missing_image_is_a_usage_error_before_the_bundle_is_touched(tiny, tmp_path, capsys):
+    from export.e2e import main as e2e_main
+    from tests.hostile.conftest import copy_bundle
+
+    bundle = copy_bundle(tiny, tmp_path / "b")
+    before = {p.name: p.stat().st_mtime_ns for p in bundle.iterdir()}
+    with pytest.raises(SystemExit) as exc:
+        e2e_main([str(bundle), "--measure", "--images", str(tmp_path / "missing.png")])
+    assert exc.value.code == 2
+    assert "missing.png" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in bundle.iterdir()} == before
