@@ -12,9 +12,7 @@ import argparse
 import glob
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from edgeclip.errors import EdgeclipError, InputError
+from edgeclip.files import atomic_dir
 from edgeclip.index import BundleMismatchError, bundle_identity, embed_stream, scan_images
 
 DEFAULT_BATCH = 64
@@ -142,14 +141,8 @@ def write_embeddings(dataset: Any, out: Union[str, Path]) -> Path:
     out = Path(out).expanduser().resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out} exists and is not an empty folder; give a new --out (nothing is overwritten)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".parts", dir=out.parent))
-    try:
+    with atomic_dir(out) as staging:  # a reader sees no folder or the complete one
         dataset.write_parquet(str(staging))
-        os.replace(staging, out)  # a reader sees no folder or the complete one
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging)
     return out
 
 
