@@ -35,10 +35,15 @@ class CalibrationConfig:
     percentile: float = 99.999
     symmetric: bool = False
     chunk: int = 8  # batches per histogram update (bounds memory of the histogram methods)
+    # MinMax moving average: the mean of the extremes of consecutive groups of this many samples, whatever
+    # the graph's batch (per-sample extremes of a batch-1 graph would average to ranges that clip most inputs)
+    group: int = 8
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise QuantizeError(f"calibration method {self.method!r} is not one of {METHODS}")
+        if self.group < 1:
+            raise QuantizeError(f"calibration group must be at least 1 sample, got {self.group}")
         if self.method == "entropy" and self.num_bins <= self.num_quantized_bins:
             raise QuantizeError(f"entropy calibration needs num_bins ({self.num_bins}) > num_quantized_bins "
                                 f"({self.num_quantized_bins}); otherwise it has one candidate and equals MinMax")
@@ -80,7 +85,7 @@ def calibrate(model_path: str | os.PathLike, feeds: Iterable[dict[str, np.ndarra
             calibrate_method=config.ort_method, providers=["CPUExecutionProvider"], extra_options=extra)
         try:
             if config.method == "minmax":
-                return _stream_minmax(calibrator, feeds, config.moving_average, config.symmetric)
+                return _stream_minmax(calibrator, feeds, config.moving_average, config.symmetric, config.group)
             it = iter(feeds)
             seen = False
             while True:
@@ -97,27 +102,33 @@ def calibrate(model_path: str | os.PathLike, feeds: Iterable[dict[str, np.ndarra
 
 
 def _stream_minmax(calibrator, feeds: Iterable[dict[str, np.ndarray]], moving_average: bool,
-                   symmetric: bool) -> TensorsData:
-    """Run ORT's ReduceMin/ReduceMax-augmented graph batch by batch, keeping only running statistics."""
+                   symmetric: bool, group: int = 8) -> TensorsData:
+    """Run ORT's ReduceMin/ReduceMax-augmented graph batch by batch, keeping only running statistics.
+
+    The moving average is taken over groups of at least ``group`` samples (whole batches), so a batch-1 graph
+    gets the ranges a batch-8 graph gets from the same samples."""
     session = calibrator.infer_session
     names = [o.name for o in session.get_outputs()][calibrator.num_model_outputs:]
     tensors = [names[k].rpartition("_")[0] for k in range(0, len(names), 2)]
-    lo = hi = None
-    count = 0
+    lo = hi = None  # sums of group extremes (moving average) or the extremes so far
+    g_lo = g_hi = None  # extremes of the group being filled
+    in_group = count = 0
     for feed in feeds:
         values = session.run(names, feed)
         mins = np.array([np.min(v) for v in values[0::2]], dtype=np.float64)
         maxs = np.array([np.max(v) for v in values[1::2]], dtype=np.float64)
-        if lo is None:
-            lo, hi = mins, maxs
-        elif moving_average:
-            lo, hi = lo + mins, hi + maxs
-        else:
-            lo, hi = np.minimum(lo, mins), np.maximum(hi, maxs)
+        g_lo, g_hi = (mins, maxs) if g_lo is None else (np.minimum(g_lo, mins), np.maximum(g_hi, maxs))
+        in_group += len(next(iter(feed.values())))
+        if in_group >= group or not moving_average:
+            lo, hi = _fold(lo, hi, g_lo, g_hi, moving_average)
+            g_lo = g_hi = None
+            in_group, count = 0, count + 1
+    if g_lo is not None:  # a last, short group counts like ORT's last short batch
+        lo, hi = _fold(lo, hi, g_lo, g_hi, moving_average)
         count += 1
     if lo is None:
         raise QuantizeError("no calibration data: the calibration source produced no batch")
-    if moving_average:  # the mean of per-batch extremes, as ORT's CalibMovingAverage within one pass
+    if moving_average:  # the mean of per-group extremes, as ORT's CalibMovingAverage over batches of `group`
         lo, hi = lo / count, hi / count
     ranges = {}
     for name, a, b in zip(tensors, lo, hi):
@@ -126,6 +137,15 @@ def _stream_minmax(calibrator, feeds: Iterable[dict[str, np.ndarray]], moving_av
             a, b = -m, m
         ranges[name] = (np.array(a, dtype=np.float32), np.array(b, dtype=np.float32))
     return TensorsData(CalibrationMethod.MinMax, ranges)
+
+
+def _fold(lo, hi, mins: np.ndarray, maxs: np.ndarray, moving_average: bool):
+    """Add one group's extremes to the running sums (moving average) or extremes (plain MinMax)."""
+    if lo is None:
+        return mins, maxs
+    if moving_average:
+        return lo + mins, hi + maxs
+    return np.minimum(lo, mins), np.maximum(hi, maxs)
 
 
 def batched(items: Iterable[np.ndarray], batch: int, input_name: str, fixed: bool = False

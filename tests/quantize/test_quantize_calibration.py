@@ -47,6 +47,20 @@ def test_moving_average_is_the_mean_of_batch_extremes(tower):
     assert all(moving[k][0] >= plain[k][0] - 1e-6 and moving[k][1] <= plain[k][1] + 1e-6 for k in plain)
 
 
+
+def test_moving_average_does_not_depend_on_the_graphs_batch(tmp_path):
+    """A batch-1 graph (the xnnpack/nnapi targets) gets the ranges a batch-8 graph gets from the same samples,
+    not the mean of per-sample extremes, which clips most inputs."""
+    one, eight = make_image_tower(tmp_path / "b1.onnx", batch=1), make_image_tower(tmp_path / "b8.onnx", batch=8)
+    samples = [x for f in _feeds(n=12, seed=1) for x in f["image"]]  # 24 samples: 3 groups of 8
+    r1 = _ranges(calibrate(one, batched(samples, 1, "image", fixed=True), CalibrationConfig(), OPS))
+    r8 = _ranges(calibrate(eight, batched(samples, 8, "image", fixed=True), CalibrationConfig(), OPS))
+    per_sample = _ranges(calibrate(one, batched(samples, 1, "image", fixed=True), CalibrationConfig(group=1), OPS))
+    assert r1.keys() == r8.keys() and len(r1) >= 6
+    for k in r1:
+        np.testing.assert_allclose(r1[k], r8[k], rtol=1e-6, atol=1e-7)
+    assert any(per_sample[k][1] < r1[k][1] - 1e-6 for k in r1), "per-sample extremes average to narrower ranges"
+
 def test_entropy_with_real_bins_differs_from_minmax(tower):
     minmax = _ranges(calibrate(tower, _feeds(), CalibrationConfig(moving_average=False), OPS))
     entropy = _ranges(calibrate(tower, _feeds(), CalibrationConfig(method="entropy", num_bins=512), OPS))
