@@ -16,6 +16,7 @@ from typing import Sequence
 from edgeclip.bundle.write import OUTPUT_POLICY, check_output
 from edgeclip.errors import missing_build_package
 from edgeclip.paths import edgeclip_home
+from export.registry import VIT_STEMS
 
 try:
     from quantize.calibration import METHODS
@@ -32,13 +33,14 @@ except ModuleNotFoundError as _missing:  # run as a command without the build ex
     sys.exit(missing_build_package(_missing, "python -m quantize.int8", "quantize"))
 
 
-def _export_fp32(model_id: str, checkpoint: str | None, target: Target, work: Path) -> Path:
+def _export_fp32(model_id: str, checkpoint: str | None, target: Target, work: Path,
+                 vit_stem: str | None = None) -> Path:
     """Export the fp32 bundle this run quantizes (needs torch; NNAPI gets the `nnapi` preset: batch 1,
     tanh GELU, opset 16, so that each tower stays in one NNAPI partition; XNNPACK gets batch 1)."""
     from export.api import export_bundle
 
     return export_bundle(model_id, work / "fp32", checkpoint=checkpoint, nnapi=target.name == "nnapi",
-                         batch=1 if target.fixed_shapes else None)
+                         batch=1 if target.fixed_shapes else None, vit_stem=vit_stem)
 
 
 def _check_model(bundle: Path, model_id: str) -> None:
@@ -69,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--checkpoint", help="checkpoint to export first (Apple .pt, OpenCLIP .bin/.safetensors); "
                      "needs torch")
     src.add_argument("--bundle", help="existing fp32 bundle directory to quantize (no torch needed)")
+    p.add_argument("--vit-stem", choices=VIT_STEMS,
+                   help="ViT-B models, when exporting: the stem variant, as in `python -m export --vit-stem` "
+                        "(default: the one the weights were trained with)")
     p.add_argument("--calibration", nargs="+", metavar="PATH",
                    help="webdataset tar shards, folders of shards or images, or globs; a dataset root with calib/ "
                         "and eval/ folders uses them as the two splits; `datacompdr-12m` (the default, except for "
@@ -150,6 +155,8 @@ def _offline_preflight(args: argparse.Namespace) -> None:
 def _main(args: argparse.Namespace) -> int:
     target = get_target(args.target)
     model_id = args.model
+    if args.vit_stem and args.bundle:
+        raise QuantizeError("--vit-stem applies when exporting from a checkpoint, not to an existing --bundle")
     calibration = args.calibration
     if model_id == "demo" and not calibration:
         from quantize.synthetic import ensure_dataset
@@ -167,7 +174,7 @@ def _main(args: argparse.Namespace) -> int:
             fp32 = Path(args.bundle)
             _check_model(fp32, model_id)
         else:
-            fp32 = _export_fp32(model_id, args.checkpoint, target, Path(tmp))
+            fp32 = _export_fp32(model_id, args.checkpoint, target, Path(tmp), args.vit_stem)
         from edgeclip.bundle import load_bundle
 
         out = Path(args.out) if args.out else edgeclip_home() / "bundles" / \

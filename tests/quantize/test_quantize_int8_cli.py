@@ -82,7 +82,7 @@ def test_int8_cli_usage_and_input_errors(tiny_bundle, tiny_shards, tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "quantize.int8", "--help"], cwd=ROOT, capture_output=True,
                                text=True, timeout=60).stdout
     for option in ("--model", "--checkpoint", "--bundle", "--calibration", "--samples", "--target", "--out", "--json",
-                   "--method", "--bins", "--min-cosine", "--min-speedup", "--rand-augment"):
+                   "--method", "--bins", "--min-cosine", "--min-speedup", "--rand-augment", "--vit-stem"):
         assert option in help_text
     usage = subprocess.run([sys.executable, "-m", "quantize.int8", "--target", "tpu", "--model", "s0"], cwd=ROOT,
                            capture_output=True, text=True, timeout=60)
@@ -93,6 +93,9 @@ def test_int8_cli_usage_and_input_errors(tiny_bundle, tiny_shards, tmp_path):
     proc, info = _cli(["--model", "tiny-test", "--bundle", str(tiny_bundle), "--calibration", str(tiny_shards),
                        "--target", "nnapi", "--out", str(tmp_path / "o"), "--quiet"])
     assert info["code"] == 1 and "fixed-shape" in proc.stderr
+    proc, info = _cli(["--model", "tiny-test", "--bundle", str(tiny_bundle), "--calibration", str(tiny_shards),
+                       "--vit-stem", "padded", "--out", str(tmp_path / "o"), "--quiet"])
+    assert info["code"] == 1 and "--vit-stem" in proc.stderr
     assert not (tmp_path / "o").exists(), "a failed run leaves no bundle"
 
 
