@@ -108,6 +108,8 @@ def vit_stem_for(spec: ModelSpec, vit_stem: Optional[str] = None) -> Optional[st
         raise ExportError(f"{spec.model_id} has no ViT-B CLIP image tower: the stem choice {vit_stem!r} does not apply")
     if vit_stem not in VIT_STEMS:
         raise ExportError(f"vit_stem must be one of {', '.join(VIT_STEMS)}, not {vit_stem!r}")
+    if spec.timm_model and vit_stem != spec.vit_stem:
+        raise ExportError(f"{spec.model_id} is timm's {spec.timm_model}, which has only the {spec.vit_stem} stem")
     return vit_stem
 
 

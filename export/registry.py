@@ -110,7 +110,8 @@ def _timm_spec(clip: ModelSpec, timm_model: str, name: str, crop_pct: float) -> 
     return ModelSpec(f"{clip.model_id}-timm", f"{clip.display_name} image tower (timm)", clip.image_size,
                      clip.embed_dim, clip.params_image_m, 0.0, (_timm(name),), mean_std=clip.mean_std,
                      interpolation="bicubic", aliases=tuple(f"{a}-timm" for a in clip.aliases), towers=("image",),
-                     crop_pct=crop_pct, timm_model=timm_model)
+                     crop_pct=crop_pct, timm_model=timm_model,
+                     vit_stem=VIT_STEM_UNPADDED if clip.vit_stem else None)  # timm builds its own, unpadded stem
 
 
 def image_only_variant(spec: ModelSpec) -> Optional[ModelSpec]:

@@ -97,7 +97,8 @@ def _check_bundle(model_id: str, bundle: Path, checkpoint: Path, images: list[Pa
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["model_id"] == model_id and list(manifest["towers"]) == ["image"]
     assert manifest["tokenizer"] is None and manifest["source_checkpoint"]["layout"] == "timm"
-    _, size, crop_pct, _ = RELEASES[model_id]
+    arch, size, crop_pct, _ = RELEASES[model_id]
+    assert manifest["image_stem"] == ("unpadded" if arch.startswith("vit_") else None)  # the network timm builds
     pre = manifest["preprocess"]
     assert (pre["crop_size"], pre["resize"], pre["interpolation"]) == (size, int(size / crop_pct), "bicubic")
     enc = Encoder(bundle, providers="cpu", threads=2, preprocess_mode="exact")  # torchvision's pixels, as timm
