@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("doctor", parents=[_common()], help="device readiness: NNAPI/XNNPACK coverage of the towers")
     p.add_argument("bundle", metavar="BUNDLE")
+    p = sub.add_parser("recover", parents=[_common()],
+                       help="finish or undo a bundle write that was cut short (killed), as the next write would")
+    p.add_argument("bundle", metavar="BUNDLE")
     photo_cli.add_parsers(sub, _common)
     return parser
 
@@ -237,7 +240,20 @@ def cmd_doctor(args: argparse.Namespace):
     return report, format_readiness
 
 
-COMMANDS = {"info": (cmd_info, print_info), "embed": (cmd_embed, print_embed), "classify": (cmd_classify, print_classify),
+def cmd_recover(args: argparse.Namespace) -> dict:
+    from edgeclip.bundle import load_bundle
+    from edgeclip.bundle.write import output_path, recover
+
+    out = output_path(args.bundle)
+    recover(out)
+    return {"bundle": str(out), "model_id": load_bundle(out, verify=True).model_id}
+
+
+def print_recover(result: dict) -> None:
+    print(f"{result['bundle']}: complete bundle of {result['model_id']}, sha256 verified")
+
+
+COMMANDS = {"info": (cmd_info, print_info), "recover": (cmd_recover, print_recover), "embed": (cmd_embed, print_embed), "classify": (cmd_classify, print_classify),
             "index": (lambda a: photo_cli.cmd_index(a, _encoder), photo_cli.print_index),
             "search": (lambda a: photo_cli.cmd_search(a, _encoder), photo_cli.print_search)}
 

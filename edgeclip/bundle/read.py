@@ -83,8 +83,18 @@ def _named_files(manifest: dict) -> Iterator[tuple[str, Optional[str]]]:
         yield name, digest
 
 
+def _interrupted_write(root: Path) -> Optional[Path]:
+    """The journal a killed bundle write leaves beside its output (see edgeclip.bundle.write), if there is one."""
+    return next(iter(sorted(root.parent.glob(f".{root.name}.edgeclip-*.journal"))), None)
+
+
 def _read_manifest(root: Path) -> dict:
     if not root.exists():
+        journal = _interrupted_write(root)
+        if journal is not None:
+            raise BundleError(f"bundle directory not found: {root}; a write to it was cut short and left {journal.name} "
+                              f"beside it: `edgeclip recover {root}` finishes or undoes that write (so does the next "
+                              "export or quantize run to the same folder)")
         raise BundleError(f"bundle directory not found: {root}")
     if not root.is_dir():
         raise BundleError(f"a bundle is a directory, but {root} is a file")

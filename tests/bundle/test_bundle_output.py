@@ -187,6 +187,24 @@ def test_sigkill_at_every_step_leaves_the_old_or_the_new_bundle_and_the_next_run
     assert version_of(out) == "v3" and (out / "NOTES.txt").read_bytes() == notes
 
 
+def test_a_bundle_missing_after_a_kill_between_the_renames_says_how_to_recover(sources, tmp_path, capsys):
+    from edgeclip.cli import main
+
+    out = tmp_path / "out"
+    write(sources, out, "v1")
+    full = run_child(sources, out, "v2")
+    steps = json.loads(full.stdout.strip().splitlines()[-1])
+    second_rename = [i + 1 for i, e in enumerate(steps) if e == "os.rename"][-1]
+    write(sources, out, "v1")
+    assert run_child(sources, out, "v2", second_rename).returncode == -signal.SIGKILL
+    assert not out.exists()
+    with pytest.raises(BundleError, match="edgeclip recover"):
+        load_bundle(out)
+    assert main(["recover", str(out)]) == 0
+    assert version_of(out) == "v2" and "sha256 verified" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
 def test_sigkill_at_random_times_never_loses_the_bundle(sources, tmp_path):
     """A child replaces the bundle again and again; SIGKILL lands at a random moment of some write."""
     out = tmp_path / "out"
