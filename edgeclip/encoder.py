@@ -14,6 +14,7 @@ from edgeclip.preprocess import DEFAULT_MAX_PIXELS, MODES, is_single_image, prep
 from edgeclip.stream import Batch, OnError, check_stream_args, default_workers, stream_batches
 from edgeclip.zeroshot import DEFAULT_LOGIT_SCALE, LabelBank, l2_normalize, similarity
 from edgeclip import zeroshot
+from runtime.providers import check_threads, resolve_providers
 from runtime.session import create_session, run_batched
 from runtime.graph_contract import check_tower_graph
 
@@ -23,7 +24,8 @@ log = logging.getLogger("edgeclip")
 class _Tower:
     """One ONNX tower: its session, tensor names and, for fixed-shape graphs, the batch it must be fed."""
 
-    def __init__(self, bundle: Bundle, name: str, providers: Any, threads: Optional[int], prefer_ort: bool = False):
+    def __init__(self, bundle: Bundle, name: str, providers: Any, threads: Optional[int], prefer_ort: bool = False,
+                 graph_cache: bool = False):
         spec = bundle.towers[name]
         batch = spec.get("batch", "dynamic")
         self.name = name
@@ -32,7 +34,7 @@ class _Tower:
             raise BundleError(f"{name} tower: batch must be 'dynamic' or a positive integer, got {batch!r}")
         path = (prefer_ort and bundle.ort_path(name)) or bundle.tower_path(name)
         self.session, self.providers = create_session(path, providers, threads, fixed_shape=self.fixed_batch is not None,
-                                                      precision=spec.get("precision"))
+                                                      precision=spec.get("precision"), cache=graph_cache)
         check_tower_graph(bundle, name, self.session)
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or not outputs:
@@ -105,8 +107,10 @@ class Encoder:
     `verify`: True checks each file's sha256, re-hashing only files changed since they were last verified
     (edgeclip.bundle.verify_cache); "full" re-hashes every file; False skips the check.
     `prefer_ort`: run the towers' `.ort` alternates where the bundle lists them (minimal ORT builds).
-    `towers`: load only these ("image", "text" or both; default all the bundle has): an image-only encoder
-    never loads the text graph or the tokenizer. `preprocess_mode`: "fast" or "exact" (default: the bundle's
+    `towers`: None (default) serves every tower the bundle has, each opened on first use (the tokenizer with the
+    first text), so an encoder used only for images never loads the text graph or the tokenizer; naming towers
+    ("image", "text" or both) serves only those and opens them now. `graph_cache`: on the CPU provider, load
+    each graph's pre-optimized form (runtime.graph_cache, saved on first use). `preprocess_mode`: "fast" or "exact" (default: the bundle's
     preprocess "mode", else edgeclip.preprocess.DEFAULT_MODE). `workers`: image decode threads of the
     streaming path (default edgeclip.stream.default_workers()). Empty input lists give a [0, D] array.
     """
@@ -124,36 +128,51 @@ class Encoder:
         towers: Union[None, str, Sequence[str]] = None,
         preprocess_mode: Optional[str] = None,
         workers: Optional[int] = None,
+        graph_cache: bool = True,
     ):
         if preprocess_mode is not None and preprocess_mode not in MODES:
             raise InputError(f"preprocess_mode must be one of {', '.join(MODES)} or None, got {preprocess_mode!r}")
         check_stream_args(1, "raise", workers)
+        check_threads(threads)
         self.bundle = load_bundle(bundle, verify=verify)
         self.max_pixels = max_pixels
         self.workers = default_workers() if workers is None else workers
-        names = _select_towers(self.bundle, towers)
-        self._towers = {name: _Tower(self.bundle, name, providers, threads, prefer_ort) for name in names}
-        self.preprocess_mode = resolve_mode(preprocess_mode, self.bundle.preprocess) if "image" in names else None
-        self._tokenizer = self._load_tokenizer(tokenizer_backend) if "text" in self._towers else None
+        self.towers = _select_towers(self.bundle, towers)
+        resolve_providers(providers, fixed_shape=True, threads=threads)  # a bad provider fails here, not at first use
+        self._open_args = (providers, threads, prefer_ort, graph_cache)
+        self._towers: dict[str, _Tower] = {}
+        self._tokenizer = None
+        self._tokenizer_backend = tokenizer_backend
+        self._open_lock = threading.Lock()
         self._tokenize_lock = threading.Lock()
-        if "image" in self._towers:
-            self._check_image_size()
+        self.preprocess_mode = resolve_mode(preprocess_mode, self.bundle.preprocess) if "image" in self.towers else None
         self._labels = LabelBank(self.encode_text)
+        if towers is not None:  # named towers open now, the text tower with its tokenizer
+            for name in self.towers:
+                self._tower(name)
+            self.tokenizer
 
-    def _check_image_size(self) -> None:
-        size = self.bundle.preprocess.get("crop_size", self.bundle.preprocess.get("size"))
-        want = self._towers["image"].static_dim(3)
-        if want is not None and size is not None and int(size) != want:
-            raise BundleError(f"image tower expects {want}x{want} inputs but preprocess crops to {size}")
+    def _open(self, name: str) -> _Tower:
+        """Open tower `name` and check it against the manifest (crop size, context length)."""
+        tower = _Tower(self.bundle, name, *self._open_args)
+        if name == "image":
+            size = self.bundle.preprocess.get("crop_size", self.bundle.preprocess.get("size"))
+            want = tower.static_dim(3)
+            if want is not None and size is not None and int(size) != want:
+                raise BundleError(f"image tower expects {want}x{want} inputs but preprocess crops to {size}")
+        else:
+            ctx = int((self.manifest.get("tokenizer") or {}).get("context_length", 77))
+            graph_ctx = tower.static_dim(1)
+            if graph_ctx is not None and graph_ctx != ctx:
+                raise BundleError(f"text tower takes {graph_ctx} tokens but the manifest's tokenizer says {ctx}")
+        return tower
 
-    def _load_tokenizer(self, backend: str):
+    def _load_tokenizer(self):
         """The bundle's CLIP tokenizer (imported lazily: image-only users never load `tokenizers`)."""
         from edgeclip.tokenizer import load_tokenizer, tokenizer_json_path
 
         ctx = int((self.manifest.get("tokenizer") or {}).get("context_length", 77))
-        graph_ctx = self._towers["text"].static_dim(1)
-        if graph_ctx is not None and graph_ctx != ctx:
-            raise BundleError(f"text tower takes {graph_ctx} tokens but the manifest's tokenizer says {ctx}")
+        backend = self._tokenizer_backend
         path = self.bundle.tokenizer_path
         if path is None:
             path = tokenizer_json_path()
@@ -171,7 +190,7 @@ class Encoder:
 
     @property
     def providers(self) -> list[str]:
-        """Providers the sessions actually run with (union over towers, in priority order)."""
+        """Providers the sessions opened so far actually run with (union over towers, in priority order)."""
         seen: list[str] = []
         for tower in self._towers.values():
             seen += [p for p in tower.providers if p not in seen]
@@ -179,12 +198,14 @@ class Encoder:
 
     @property
     def tower_providers(self) -> dict[str, list[str]]:
+        """tower -> providers its session runs with, for the towers opened so far."""
         return {name: list(t.providers) for name, t in self._towers.items()}
 
     @property
     def embed_dim(self) -> int:
-        dim = self.bundle.embed_dim or next(iter(self._towers.values())).output_dim
-        return int(dim)
+        """D, as the graphs give it (a tower is opened for this when none is open yet)."""
+        tower = next(iter(self._towers.values()), None) or self._tower(self.towers[0])
+        return int(self.bundle.embed_dim or tower.output_dim)
 
     @property
     def logit_scale(self) -> float:
@@ -192,14 +213,26 @@ class Encoder:
 
     @property
     def tokenizer(self):
+        """The CLIP tokenizer, loaded on first use; None when this encoder serves no text tower."""
+        if self._tokenizer is None and "text" in self.towers:
+            with self._open_lock:
+                if self._tokenizer is None:
+                    self._tokenizer = self._load_tokenizer()
         return self._tokenizer
 
     def _tower(self, name: str) -> _Tower:
-        if name not in self._towers:
+        """Tower `name`, opened on first use (once, whatever the number of threads asking)."""
+        tower = self._towers.get(name)
+        if tower is not None:
+            return tower
+        if name not in self.towers:
             if name in self.bundle.towers:
-                raise InputError(f"this Encoder was made with towers={list(self._towers)}; pass towers including "
+                raise InputError(f"this Encoder was made with towers={self.towers}; pass towers including "
                                  f"{name!r} to embed with the bundle's {name} tower")
-            raise BundleError(f"bundle {self.bundle.root} has no {name} tower (it has: {', '.join(self._towers)})")
+            raise BundleError(f"bundle {self.bundle.root} has no {name} tower (it has: {', '.join(self.towers)})")
+        with self._open_lock:
+            if name not in self._towers:
+                self._towers[name] = self._open(name)
         return self._towers[name]
 
     def preprocess(self, image: Any) -> np.ndarray:
@@ -211,7 +244,7 @@ class Encoder:
         return l2_normalize(self._tower("image").run(np.stack(rows)))
 
     def _run_texts(self, rows: list) -> np.ndarray:
-        return l2_normalize(self._towers["text"].run(self.tokenize(rows)))
+        return l2_normalize(self._tower("text").run(self.tokenize(rows)))
 
     def embed_images(self, images: Iterable[Any], batch_size: int = 8, *, on_error: OnError = "raise",
                      workers: Optional[int] = None, with_index: bool = False) -> Iterator[Batch]:
@@ -252,8 +285,9 @@ class Encoder:
 
     def tokenize(self, texts: Union[str, Sequence[str]]) -> np.ndarray:
         """Token ids int64 [N, context_length] (pad 0, eot 49407; long texts cut to the context)."""
-        if self._tokenizer is None:
-            self._tower("text")  # raises: this bundle has no text tower
+        tokenizer = self.tokenizer
+        if tokenizer is None:
+            self._tower("text")  # raises: this encoder has no text tower
         items = [texts] if isinstance(texts, str) else texts
         if not isinstance(items, (list, tuple)):
             raise TextError(f"texts must be a string or a list of strings, got {type(texts).__name__}")
@@ -261,7 +295,7 @@ class Encoder:
             if not isinstance(t, str):
                 raise TextError(f"text {i} is a {type(t).__name__}, not a string: {t!r:.60}")
         with self._tokenize_lock:
-            return np.asarray(self._tokenizer(list(items)), dtype=np.int64).reshape(len(items), -1)
+            return np.asarray(tokenizer(list(items)), dtype=np.int64).reshape(len(items), -1)
 
     def encode_text(self, texts: Union[str, Sequence[str]], batch_size: int = 64) -> np.ndarray:
         """Embed one string or a list -> float32 [N, D]; "" is embedded as CLIP does, endless text is truncated."""
@@ -286,7 +320,7 @@ class Encoder:
     similarity = staticmethod(similarity)
 
     def __repr__(self) -> str:
-        return f"Encoder({self.bundle.model_id!r}, towers={list(self._towers)}, providers={self.providers})"
+        return f"Encoder({self.bundle.model_id!r}, towers={self.towers}, opened={list(self._towers)})"
 
 
 __all__ = ["Encoder"]

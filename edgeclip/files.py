@@ -1,9 +1,7 @@
 """Atomic file output shared by every tool of the project: write to a temp file beside the target, then rename."""
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -35,6 +33,8 @@ def atomic_dir(path: Union[str, Path], exist_ok: bool = False) -> Iterator[Path]
 
     If `path` exists by then (another process finished first), the temp folder is dropped when `exist_ok`, else
     FileExistsError is raised."""
+    import secrets  # not at module level: it loads OpenSSL's libcrypto (3.6 MB RSS), which starting an Encoder avoids
+
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
@@ -58,6 +58,8 @@ def atomic_dir(path: Union[str, Path], exist_ok: bool = False) -> Iterator[Path]
 
 def sha256_file(path: Union[str, Path], chunk_size: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks so large towers do not sit in memory."""
+    import hashlib  # only when hashing: see atomic_dir
+
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(chunk_size), b""):

@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # latency ratio uses it, so it sits here, below everything that times something.
     ("sessions, providers and small ORT helpers", (
         "runtime", "runtime.session", "runtime.providers", "runtime.ort_tools",
-        "runtime.bench_timing", "runtime.graph_contract")),
+        "runtime.bench_timing", "runtime.graph_contract", "runtime.graph_cache")),
     ("Encoder, zero-shot, index and search, streaming; edgeclip's public names", (
         "edgeclip.*", "edgeclip.__getattr__")),
     ("on-device tools: benchmark runner, readiness, ORT format, the edgeclip command line", (

@@ -37,8 +37,12 @@ LIES = {
 def test_a_lying_manifest_is_refused_at_load(tiny, tmp_path, capsys, lie):
     bad = copy_bundle(tiny, tmp_path / "lying", LIES[lie])
     with pytest.raises(BundleError) as err:
-        Encoder(bad, providers="cpu", threads=1)
+        Encoder(bad, providers="cpu", threads=1, towers=["image", "text"])  # named towers open now
     assert "graph" in str(err.value)
+    lazy = Encoder(bad, providers="cpu", threads=1)  # the others when first used
+    with pytest.raises(BundleError, match="graph"):
+        lazy.encode_image(np.zeros((40, 50, 3), np.uint8))
+        lazy.encode_text(["a photo of a dog"])
     assert main(["info", str(bad)]) == 1  # `info` used to print "embed_dim 512, sha256 ok"
     captured = capsys.readouterr()
     assert "sha256 ok" not in captured.out and captured.err.startswith("edgeclip: error:")

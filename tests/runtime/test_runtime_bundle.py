@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 
 from edgeclip import Encoder
@@ -70,7 +71,10 @@ def test_unverified_truncated_tower_still_gives_a_clear_error(bundle):
     data = (bundle / "image.onnx").read_bytes()
     (bundle / "image.onnx").write_bytes(data[:100])
     with pytest.raises(BundleError, match="image.onnx"):
-        Encoder(bundle, verify=False)
+        Encoder(bundle, verify=False, towers="image")  # named towers open now
+    enc = Encoder(bundle, verify=False)  # the others on first use
+    with pytest.raises(BundleError, match="image.onnx"):
+        enc.encode_image(np.zeros((8, 8, 3), np.uint8))
 
 
 def test_extra_files_are_verified(bundle):
@@ -111,4 +115,6 @@ def test_manifest_that_disagrees_with_the_graph_is_refused(tmp_path):
     manifest["preprocess"]["crop_size"] = manifest["preprocess"]["resize"] = 24
     (root / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="expects 32x32 inputs but preprocess crops to 24"):
-        Encoder(root)
+        Encoder(root, towers="image")
+    with pytest.raises(BundleError, match="expects 32x32 inputs but preprocess crops to 24"):
+        Encoder(root).encode_image(np.zeros((40, 40, 3), np.uint8))  # towers not named: checked on first use

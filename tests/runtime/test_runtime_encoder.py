@@ -218,7 +218,9 @@ def test_manifest_batch_that_disagrees_with_the_graph(bundles, tmp_path):
     manifest["towers"]["image"]["batch"] = 5
     (root / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="manifest says batch 5, the graph takes 3"):
-        Encoder(root, providers="cpu")
+        Encoder(root, providers="cpu", towers=["image", "text"])
+    with pytest.raises(BundleError, match="manifest says batch 5, the graph takes 3"):
+        Encoder(root, providers="cpu").encode_image(IMAGES)  # towers not named: checked on first use
     manifest["towers"]["image"]["batch"] = manifest["towers"]["text"]["batch"] = "dynamic"
     (root / MANIFEST_NAME).write_text(json.dumps(manifest))
     enc = Encoder(root, providers="cpu")  # the graph's own fixed batch is used
