@@ -29,6 +29,7 @@ from quantize.recipes import Target, candidate_nodes, get_target, prepare_model
 from quantize.report import check_bars, write_report
 from quantize.search import Goals, TowerResult, TowerSearch
 from quantize.session import make_session
+from quantize.token_table import choose_table_storage, token_table_nodes
 
 log = logging.getLogger("edgeclip")
 
@@ -89,6 +90,7 @@ class Quantizer:
         self.prepared: dict[str, Path] = {}
         self.max_captions = max_captions
         self.ranges: dict = {}
+        self.tables: dict[str, dict] = {}  # per tower: how its token tables are stored and why
 
     def _prepare(self, name: str) -> Path:
         path = self.work / f"{name}-fp32.onnx"
@@ -136,8 +138,20 @@ class Quantizer:
         model = onnx.load(str(path), load_external_data=False)
         cands = candidate_nodes(model, self.target)
         guard = self.target.provider == "CPUExecutionProvider"
+        base = self._store_tables(name, path, search_inputs) if token_table_nodes(model) else path
         return TowerSearch(path, self.work, self.ranges[name], self.target, cands, search_inputs, speed_input,
-                           self.goals, measure_speed_guard=guard, progress=self.progress, name=name).run()
+                           self.goals, measure_speed_guard=guard, progress=self.progress, name=name,
+                           base_path=base).run()
+
+    def _store_tables(self, name: str, path: Path, search_inputs: list) -> Path:
+        """The graph the search quantizes: ``path`` with its token tables INT8 per row, or fp16 when the
+        INT8 table alone would use more than half of the fidelity budget (``quantize.token_table``)."""
+        base = self.work / f"{name}-tables.onnx"
+        reference = embed(make_session(path), search_inputs)
+        storage, records, metrics = choose_table_storage(path, base, search_inputs, reference, self.goals.min_cos,
+                                                         self.goals.min_centered)
+        self.tables[name] = {"storage": storage, "tables": records, "int8_table_fidelity": metrics}
+        return base
 
 
 def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, target: str = "cpu",
@@ -199,8 +213,11 @@ def quantize_bundle(fp32_bundle: str | os.PathLike, out_dir: str | os.PathLike, 
                 "precision": res.precision, "reason": res.reason, "fidelity": fid, "latency": latency,
                 "latency_1_thread": latency_1,
                 "input_sensitivity_fp32": input_sensitivity(ref), "bars": check_bars(name, fid, latency),
-                "kept_float": _kept_float(res), **{k: v for k, v in res.as_dict().items() if k in
-                                                   ("candidates", "curve", "sensitivity_sqnr_db")}}
+                "kept_float": _kept_float(res),
+                "token_table": q.tables.get(name) if res.precision == "int8" else None,
+                "fp16_weights": res.chosen.fp16_weights if res.precision == "int8" else [],
+                "file_mb": round(os.path.getsize(final[name]) / 1e6, 2),
+                **{k: v for k, v in res.as_dict().items() if k in ("candidates", "curve", "sensitivity_sqnr_db")}}
         report = _assemble_report(bundle.manifest, tgt, plan, calib, goals, sample_pass, towers_report,
                                   embeddings, ev, final, q, started)
         files, manifest = _int8_manifest(bundle, tgt, plan, calib, sample_pass, results, final, report, work)
@@ -308,6 +325,7 @@ def _int8_manifest(bundle, tgt: Target, plan, calib, sample_pass, results, final
         "activations": tgt.activations, "weights": tgt.weights, "per_channel": tgt.per_channel,
         "kept_float": {n: [k["node"] for k in report["towers"][n]["kept_float"]] for n in results},
         "towers_int8": [n for n, r in results.items() if r.precision == "int8"],
+        "token_tables": {n: t["token_table"]["storage"] for n, t in report["towers"].items() if t.get("token_table")},
         "report": "report.json",
     }
     manifest["device_readiness"] = _readiness(final)

@@ -1,8 +1,9 @@
 """Per-target INT8 recipes: which nodes may be quantized and with which QDQ types.
 
-Only dense compute is a candidate (Conv with group 1, MatMul/Gemm with a constant weight, the token
-embedding Gather): on ORT's CPU EP int8 depthwise convs are slower than fp32 and Q/DQ pairs around
-GELU/LayerNorm block fusions, so quantizing them costs speed and accuracy for nothing.
+Only dense compute is a candidate (Conv with group 1, MatMul/Gemm with a constant weight; token-embedding
+tables are stored compactly by ``quantize.token_table`` instead): on ORT's CPU EP int8 depthwise convs are
+slower than fp32 and Q/DQ pairs around GELU/LayerNorm block fusions, so quantizing them costs speed and
+accuracy for nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Target:
     fixed_shapes: bool = False
     gelu: str | None = None  # required GELU form of the fp32 graph, if any
     provider: str = "CPUExecutionProvider"
+    fp16_kept_float: bool = False  # weights of dense nodes kept float are stored fp16 (Cast folded at load)
 
     @property
     def activation_type(self) -> QuantType:
@@ -43,7 +45,7 @@ class Target:
 
 TARGETS = {
     # CPU EP: u8 activations x s8 weights use the VNNI/AMX int8 GEMM kernels.
-    "cpu": Target("cpu", "U8", "S8", True, ("Conv", "MatMul", "Gemm", "Gather")),
+    "cpu": Target("cpu", "U8", "S8", True, ("Conv", "MatMul", "Gemm"), fp16_kept_float=True),
     # XNNPACK takes QDQ Conv (s8 activations, symmetric s8 per-channel weights); its MatMul/Gemm are
     # fp32-only and need a static 2-D A, so the graphs are fixed-batch and linear layers are rewritten to 2-D
     # Gemm (quantize/xnnpack_graph.py): they stay float and run in XNNPACK.
@@ -88,10 +90,6 @@ def candidate_nodes(model: onnx.ModelProto, target: Target) -> list[str]:
             w = inits.get(node.input[1])
             if w is not None and len(w.dims) != 2:
                 continue
-        elif node.op_type == "Gather":
-            w = inits.get(node.input[0])
-            if w is None or len(w.dims) != 2 or w.dims[0] < 1000:
-                continue  # only the token-embedding table
         out.append(node.name)
     return out
 

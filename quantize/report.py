@@ -36,6 +36,26 @@ def _fetch_lines(fetch: dict | None) -> list[str]:
             f"{fetch['skipped']} {fetch['skip_reasons'] or ''}", ""]
 
 
+def _storage_lines(tower: dict) -> list[str]:
+    """How the tower's token table and kept-float weights are stored, and the file size."""
+    lines = [f"File: {tower['file_mb']} MB."] if tower.get("file_mb") is not None else []
+    tt = tower.get("token_table")
+    for tab in (tt or {}).get("tables", []):
+        fid = tt.get("int8_table_fidelity") or {}
+        why = ("the tower with only this table in INT8 used at most half of the fidelity budget"
+               if tt["storage"] == "int8" else "INT8 rows alone used more than half of the fidelity budget")
+        lines.append(f"Token table `{tab['tensor']}` {'x'.join(map(str, tab['shape']))}: stored {tt['storage']} "
+                     f"({tab['float_bytes'] / 1e6:.1f} -> {tab['stored_bytes'] / 1e6:.1f} MB, table SQNR "
+                     f"{tab['sqnr_db']:.1f} dB); with only INT8 rows the search set's mean cos was "
+                     f"{_f(fid.get('mean_cos'))}, centered {_f(fid.get('centered_mean_cos'))}: {why}.")
+    half = tower.get("fp16_weights") or []
+    if half:
+        before, after = (sum(h[k] for h in half) / 1e6 for k in ("float_bytes", "stored_bytes"))
+        lines.append(f"Kept-float weights stored fp16: {len(half)} tensors, {before:.1f} -> {after:.1f} MB, "
+                     f"SQNR ≥ {min(h['sqnr_db'] for h in half):.1f} dB.")
+    return lines
+
+
 def render_markdown(report: dict) -> str:
     """A human summary of ``report`` (every number comes from the JSON next to it)."""
     cal = report["calibration"]
@@ -71,7 +91,7 @@ def render_markdown(report: dict) -> str:
         lines += ["", f"Zero-shot top-1: fp32 {zs['fp32']:.4f}, int8 {zs['int8']:.4f} "
                   f"(drop {zs['drop_points']:.2f} points, {zs['images']} images)."]
     for name, t in report["towers"].items():
-        lines += ["", f"## {name} tower: {t['reason']}", ""]
+        lines += ["", f"## {name} tower: {t['reason']}", "", *_storage_lines(t)]
         if t.get("kept_float"):
             lines += ["Kept in float (most damaging when quantized alone; centered-embedding SQNR in dB):", ""]
             lines += [f"- `{k['node']}`: {k['why']}" for k in t["kept_float"]]

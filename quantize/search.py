@@ -13,12 +13,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import onnx
 from onnxruntime.quantization.calibrate import TensorsData
 from tqdm import tqdm
 
 from quantize.measure import embed, fidelity, latency_ratio
 from quantize.session import make_session
 from quantize.recipes import Target, quantize_nodes
+from quantize.weight_storage import fp16_weights
 
 
 @dataclass(frozen=True)
@@ -42,10 +45,11 @@ class RecipePoint:
     quantized: int
     metrics: dict
     latency: dict | None = None
+    fp16_weights: list[dict] = field(default_factory=list)  # kept-float weights stored fp16
 
     def as_dict(self) -> dict:
         return {"label": self.label, "kept_float": list(self.kept_float), "quantized_nodes": self.quantized,
-                "metrics": self.metrics, "latency": self.latency}
+                "metrics": self.metrics, "latency": self.latency, "fp16_weights": self.fp16_weights}
 
 
 @dataclass
@@ -68,28 +72,38 @@ class TowerResult:
 
 
 class TowerSearch:
-    """Quantize one fp32 tower under ``target`` with precomputed ranges, guided by a search set."""
+    """Quantize one fp32 tower under ``target`` with precomputed ranges, guided by a search set.
+
+    ``fp32_path`` is the reference every recipe is measured against; ``base_path`` (default: the same graph)
+    is the one quantized, e.g. with its token table already stored compactly (``quantize.token_table``).
+    """
 
     def __init__(self, fp32_path: Path, work: Path, ranges: TensorsData, target: Target, candidates: list[str],
                  search_feeds: list[dict], speed_feed: dict, goals: Goals, measure_speed_guard: bool = True,
-                 progress: bool = True, name: str = "tower"):
+                 progress: bool = True, name: str = "tower", base_path: Path | None = None):
         self.fp32_path, self.work, self.ranges, self.target = fp32_path, work, ranges, target
+        self.base_path = base_path or fp32_path
         self.candidates, self.search_feeds, self.speed_feed, self.goals = candidates, search_feeds, speed_feed, goals
         self.guard_speed, self.progress, self.name = measure_speed_guard, progress, name
         self.reference = embed(make_session(fp32_path), search_feeds)
         self._n = 0
 
-    def _build(self, kept: set[str]) -> Path:
+    def _build(self, kept: set[str]) -> tuple[Path, list[dict]]:
+        """The recipe keeping ``kept`` float; on targets that ask for it their weights are stored fp16."""
         self._n += 1
         path = self.work / f"{self.name}-{self._n:03d}.onnx"
-        quantize_nodes(self.fp32_path, path, self.ranges, [c for c in self.candidates if c not in kept], self.target)
-        return path
+        quantize_nodes(self.base_path, path, self.ranges, [c for c in self.candidates if c not in kept], self.target)
+        if not (self.target.fp16_kept_float and kept):
+            return path, []
+        model, records = fp16_weights(onnx.load(str(path)), kept)
+        onnx.save(model, str(path))
+        return path, records
 
     def _evaluate(self, label: str, kept: list[str], speed: bool = True) -> tuple[RecipePoint, Path]:
-        path = self._build(set(kept))
+        path, stored = self._build(set(kept))
         metrics = fidelity(self.reference, embed(make_session(path), self.search_feeds))
         latency = latency_ratio(self.fp32_path, path, self.speed_feed) if speed else None
-        return RecipePoint(label, list(kept), len(self.candidates) - len(kept), metrics, latency), path
+        return RecipePoint(label, list(kept), len(self.candidates) - len(kept), metrics, latency, stored), path
 
     def node_sensitivity(self) -> list[tuple[str, float]]:
         """(node, centered SQNR dB with only that node quantized), most damaging first."""
@@ -97,7 +111,7 @@ class TowerSearch:
         for node in tqdm(self.candidates, desc=f"{self.name}: per-node sensitivity", disable=not self.progress,
                          unit="node"):
             path = self.work / f"{self.name}-single.onnx"
-            quantize_nodes(self.fp32_path, path, self.ranges, [node], self.target)
+            quantize_nodes(self.base_path, path, self.ranges, [node], self.target)
             out.append((node, fidelity(self.reference, embed(make_session(path), self.search_feeds))["centered_sqnr_db"]))
             os.unlink(path)
         return sorted(out, key=lambda t: t[1])

@@ -111,3 +111,11 @@ def test_int8_cli_demo_model_reports_zero_shot(tmp_path):
     zs = report["zero_shot"]
     assert 0.0 <= zs["int8"] <= 1.0 and zs["images"] > 0
     assert report["model_id"] == "demo"
+    import onnx  # the trained demo model keeps its token table INT8 per row; no float copy of it is stored
+    from onnx import numpy_helper
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quantization"]["token_tables"] == {"text": "int8"}
+    text = onnx.load(str(out / manifest["towers"]["text"]["file"]))
+    tables = {t.name: numpy_helper.to_array(t) for t in text.graph.initializer if t.dims and t.dims[0] == 49408}
+    assert {a.dtype for a in tables.values() if a.ndim == 2 and a.shape[1] > 1} == {np.dtype(np.int8)}
