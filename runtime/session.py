@@ -7,6 +7,7 @@ from typing import Any, Optional, Sequence, Union
 import numpy as np
 
 from edgeclip.errors import BundleError, EdgeclipError, ProviderError
+from runtime import graph_cache
 from runtime.providers import CPU, Requested, check_threads, resolve_providers, session_threads
 
 _MODEL_ERRORS = {"InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel", "InvalidArgument"}
@@ -58,6 +59,8 @@ def create_session(
             so.add_session_config_entry(key, value)
         if save is not None:
             so.optimized_model_filepath = str(save)
+            for key, value in graph_cache.save_config().items():
+                so.add_session_config_entry(key, value)
         if not optimize:
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         return _open(ort, source, path.name, so, chosen, disabled)
@@ -72,7 +75,6 @@ def create_session(
 def _cached_session(path: Path, names: list[str], disabled: list[str], build):
     """A session from the graph's cached optimized form, made and saved first when there is none."""
     from edgeclip.bundle.verify_cache import cached_sha256
-    from runtime import graph_cache
 
     key = graph_cache.entry_key(cached_sha256(path), names, disabled)
     graph = graph_cache.cached_graph(key)

@@ -30,16 +30,18 @@ def run(path, tower: str, cache: bool) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: INPUTS[tower]})[0]
 
 
-def entries() -> dict[str, list]:
-    """suffix -> files of the cache folder."""
-    files = sorted(graph_cache.cache_dir().iterdir()) if graph_cache.cache_dir().is_dir() else []
-    return {suffix: [p for p in files if p.suffix == suffix] for suffix in (".onnx", ".json")}
+def entries() -> list:
+    """The entry folders of the cache."""
+    folder = graph_cache.cache_dir()
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
 
 
 def only_entry():
+    """(graph.onnx, graph.data, entry.json) of the one entry the cache must hold."""
     found = entries()
-    assert len(found[".onnx"]) == 1 and len(found[".json"]) == 1, found
-    return found[".onnx"][0], found[".json"][0]
+    assert len(found) == 1, found
+    entry = found[0]
+    return entry / graph_cache.GRAPH, entry / graph_cache.DATA, entry / graph_cache.RECORD
 
 
 @pytest.mark.parametrize("tower", ["image", "text"])
@@ -48,17 +50,18 @@ def test_cached_graph_gives_the_outputs_of_the_bundle_graph(bundles, home, tower
     plain = run(path, tower, cache=False)
     assert not graph_cache.cache_dir().exists()  # cache=False writes nothing
     first = run(path, tower, cache=True)  # builds the entry
-    graph, record = only_entry()
+    graph, data, record = only_entry()
     saved = graph.stat().st_mtime_ns
     second = run(path, tower, cache=True)  # loads it with optimizations off
     assert graph.stat().st_mtime_ns == saved, "the entry was rebuilt instead of loaded"
     np.testing.assert_array_equal(first, plain)
     np.testing.assert_array_equal(second, plain)
     meta = json.loads(record.read_text())
-    assert meta["sha256"] == cached_sha256(graph) and meta["key"].split("\n")[1] == cached_sha256(path)
+    assert meta["files"] == {p.name: cached_sha256(p) for p in (graph, data)}  # weights saved apart, in graph.data
+    assert meta["key"].split("\n")[1] == cached_sha256(path)
 
 
-def _damage_keeping_size_and_mtime(path) -> None:
+def _flip_a_byte_keeping_size_and_mtime(path) -> None:
     st = os.stat(path)
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
@@ -66,42 +69,43 @@ def _damage_keeping_size_and_mtime(path) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "empty", "garbage record", "record missing",
-                                    "graph missing"])
+DAMAGE = {
+    "graph: a byte flipped": lambda graph, data, record: _flip_a_byte_keeping_size_and_mtime(graph),
+    "weights: a byte flipped": lambda graph, data, record: _flip_a_byte_keeping_size_and_mtime(data),
+    "weights truncated": lambda graph, data, record: data.write_bytes(data.read_bytes()[:100]),
+    "graph empty": lambda graph, data, record: graph.write_bytes(b""),
+    "weights missing": lambda graph, data, record: data.unlink(),
+    "graph missing": lambda graph, data, record: graph.unlink(),
+    "record not JSON": lambda graph, data, record: record.write_text("{not json"),
+    "record of another shape": lambda graph, data, record: record.write_text(json.dumps(
+        {**json.loads(record.read_text()), "files": ["graph.onnx"]})),
+    "record missing": lambda graph, data, record: record.unlink(),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_a_damaged_entry_is_detected_and_built_again(bundles, home, damage):
     path = bundles["dynamic"] / "image.onnx"
     plain = run(path, "image", cache=False)
     run(path, "image", cache=True)
-    graph, record = only_entry()
-    if damage == "flip a byte":
-        _damage_keeping_size_and_mtime(graph)
-    elif damage == "truncate":
-        graph.write_bytes(graph.read_bytes()[:100])
-    elif damage == "empty":
-        graph.write_bytes(b"")
-    elif damage == "garbage record":
-        record.write_text("{not json")
-    elif damage == "record missing":
-        record.unlink()
-    else:
-        graph.unlink()
+    DAMAGE[damage](*only_entry())
     np.testing.assert_array_equal(run(path, "image", cache=True), plain)
-    graph, record = only_entry()
-    assert json.loads(record.read_text())["sha256"] == cached_sha256(graph)  # a sound entry again
+    graph, data, record = only_entry()
+    assert json.loads(record.read_text())["files"] == {p.name: cached_sha256(p) for p in (graph, data)}  # sound again
     np.testing.assert_array_equal(run(path, "image", cache=True), plain)
 
 
 def test_an_entry_onnxruntime_refuses_is_built_again(bundles, home):
-    """A file whose digest matches its record (as if written by another onnxruntime) yet does not load."""
+    """Files whose digests match the record (as if written by another onnxruntime) that do not load."""
     path = bundles["dynamic"] / "image.onnx"
     plain = run(path, "image", cache=False)
     run(path, "image", cache=True)
-    graph, record = only_entry()
+    graph, data, record = only_entry()
     graph.write_bytes(b"not an onnx graph")
     meta = json.loads(record.read_text())
-    record.write_text(json.dumps({**meta, "sha256": cached_sha256(graph)}))
+    record.write_text(json.dumps({**meta, "files": {**meta["files"], graph.name: cached_sha256(graph)}}))
     np.testing.assert_array_equal(run(path, "image", cache=True), plain)
-    graph, _ = only_entry()
+    graph, _, _ = only_entry()
     assert graph.read_bytes() != b"not an onnx graph"
 
 
@@ -121,14 +125,19 @@ def test_entries_are_apart_per_graph_and_setting(bundles, home):
     assert len(keys) == 4
     run(image, "image", cache=True)
     run(text, "text", cache=True)
-    assert len(entries()[".onnx"]) == 2
+    assert len(entries()) == 2
 
 
-def test_old_entries_are_pruned(bundles, home, monkeypatch):
+def test_old_entries_and_stale_temp_folders_are_pruned(bundles, home, monkeypatch):
     monkeypatch.setattr(graph_cache, "MAX_ENTRIES", 1)
     run(bundles["dynamic"] / "image.onnx", "image", cache=True)
-    _, older = only_entry()
+    _, _, older = only_entry()
     os.utime(older, (1, 1))  # used long ago
+    stale, fresh = graph_cache.cache_dir() / ".x.1234.tmp", graph_cache.cache_dir() / ".y.5678.tmp"
+    stale.mkdir()
+    fresh.mkdir()  # another process may be writing it now
+    os.utime(stale, (1, 1))
     run(bundles["dynamic"] / "text.onnx", "text", cache=True)
-    graph, record = only_entry()
+    _, _, record = only_entry()
     assert json.loads(record.read_text())["key"].split("\n")[1] == cached_sha256(bundles["dynamic"] / "text.onnx")
+    assert not stale.exists() and fresh.exists()
