@@ -1,9 +1,10 @@
 """Per-target INT8 recipes: which nodes may be quantized and with which QDQ types.
 
-Only dense compute is a candidate (Conv with group 1, MatMul/Gemm with a constant weight; token-embedding
-tables are stored compactly by ``quantize.token_table`` instead): on ORT's CPU EP int8 depthwise convs are
-slower than fp32 and Q/DQ pairs around GELU/LayerNorm block fusions, so quantizing them costs speed and
-accuracy for nothing.
+Only dense compute is a candidate (Conv with group 1 over a map larger than 1x1, MatMul/Gemm with a constant
+weight; token-embedding tables are stored compactly by ``quantize.token_table`` instead): on ORT's CPU EP int8
+depthwise convs are slower than fp32 and Q/DQ pairs around GELU/LayerNorm block fusions, so quantizing them
+costs speed and accuracy for nothing. A Conv over a pooled [N, C, 1, 1] vector (a squeeze-excitation gate) has
+next to no multiply-accumulates, and its error rescales whole feature maps through the gate.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ def candidate_nodes(model: onnx.ModelProto, target: Target) -> list[str]:
     """Names of the dense nodes the target may quantize, in graph order."""
     inits = {i.name: i for i in model.graph.initializer}
     consts = {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    pooled = _pooled_tensors(model) if "Conv" in target.op_types else set()
     out = []
     for node in model.graph.node:
         if node.op_type not in target.op_types:
@@ -84,6 +86,8 @@ def candidate_nodes(model: onnx.ModelProto, target: Target) -> list[str]:
             w = inits.get(node.input[1])
             if w is None or len(w.dims) != 4 or _attr(node, "group", 1) != 1:
                 continue  # depthwise/grouped convs stay float: slower in int8 on the CPU EP
+            if node.input[0] in pooled:
+                continue  # squeeze-excitation gate: no compute to save, and its error scales a whole map
         elif node.op_type in ("MatMul", "Gemm"):
             if node.input[1] not in inits and node.input[1] not in consts:
                 continue  # activation x activation (attention scores) is not a dense layer
@@ -91,6 +95,17 @@ def candidate_nodes(model: onnx.ModelProto, target: Target) -> list[str]:
             if w is not None and len(w.dims) != 2:
                 continue
         out.append(node.name)
+    return out
+
+
+def _pooled_tensors(model: onnx.ModelProto) -> set[str]:
+    """Names of 4-D tensors whose spatial dims are known to be 1 (pooled [N, C, 1, 1] vectors)."""
+    graph = model.graph if model.graph.value_info else onnx.shape_inference.infer_shapes(model).graph
+    out = set()
+    for v in (*graph.input, *graph.value_info):
+        dims = v.type.tensor_type.shape.dim
+        if len(dims) == 4 and all(d.HasField("dim_value") and d.dim_value == 1 for d in dims[2:]):
+            out.add(v.name)
     return out
 
 

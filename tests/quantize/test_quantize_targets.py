@@ -62,6 +62,26 @@ def test_candidates_skip_depthwise_convs_and_activation_matmuls(tmp_path):
     assert candidate_nodes(text, get_target("cpu")) == ["mlp", "proj"]  # the token table is stored by token_table
 
 
+
+def test_squeeze_excitation_gates_are_not_candidates():
+    """Convs over a pooled [N, C, 1, 1] vector (an SE gate) stay float for every target; the conv they gate does not."""
+    rng = np.random.default_rng(0)
+    w = {"w": (8, 8, 3, 3), "se1": (4, 8, 1, 1), "se2": (8, 4, 1, 1)}
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype(np.float32), k) for k, s in w.items()]
+    nodes = [onnx.helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             onnx.helper.make_node("GlobalAveragePool", ["c"], ["p"], name="pool"),
+             onnx.helper.make_node("Conv", ["p", "se1"], ["s1"], name="se_fc1"),
+             onnx.helper.make_node("Relu", ["s1"], ["r"], name="relu"),
+             onnx.helper.make_node("Conv", ["r", "se2"], ["s2"], name="se_fc2"),
+             onnx.helper.make_node("Sigmoid", ["s2"], ["g"], name="gate"),
+             onnx.helper.make_node("Mul", ["c", "g"], ["y"], name="scale")]
+    graph = onnx.helper.make_graph(nodes, "se", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT,
+                                                                                    [1, 8, 16, 16])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    for name in ("cpu", "xnnpack", "nnapi"):
+        assert candidate_nodes(model, get_target(name)) == ["conv"], name
+
 def test_prepare_keeps_outputs_fuses_gelu_and_unshares_biases(tmp_path):
     src = make_image_tower(tmp_path / "i.onnx")
     prepared = prepare_model(onnx.load(str(src)), get_target("cpu"))
