@@ -142,6 +142,7 @@ def render_markdown(report: dict) -> str:
               r.get("first_image_s"), r.get("cold_start_s"), r.get("process_wall_s"),
               mem.get((r["model"], r["label"], r["provider"]), {}).get("peak_rss_mb")] for r in cold],
         )
+    md += _device_sections(rows)
     acc = [r for r in rows if r["kind"] == "accuracy" and r.get("status") == "ok"]
     if acc:
         md += ["## Accuracy", ""]
@@ -170,6 +171,50 @@ def render_markdown(report: dict) -> str:
                      [[kind, provider, status, reason.replace("|", "/").replace("\n", " "), "; ".join(dict.fromkeys(whats))]
                       for (kind, provider, status, reason), whats in groups.items()])
     return "\n".join(md)
+
+
+def _device_sections(rows: list[dict]) -> list[str]:
+    """Tables of the device-path rows (runtime.bench_device): real-photo end to end, streaming, cold start and
+    peak RSS per set of towers."""
+    md: list[str] = []
+    photo = [r for r in rows if r["kind"] == "end_to_end_photo" and r.get("status") == "ok"]
+    if photo:
+        md += ["## Real photos end to end: JPEG file → embedding, against the image tower alone (same processes)", ""]
+        md += _table(
+            ["model", "runner", "provider", "photo", "mode", "median ms", "p90 ms", "tower alone ms",
+             "end to end ÷ tower"],
+            [[r["model"], r["label"], _short(r["provider"]), f"{r['megapixels']} MP", r["mode"], r["median_ms"],
+              r.get("p90_ms"), r["tower_median_ms"], f"{r['ratio_to_tower']:.2f}×"] for r in photo],
+        )
+    stream = [r for r in rows if r["kind"] == "stream" and r.get("status") == "ok"]
+    if stream:
+        md += ["## Streaming: images/s over distinct 12 MP JPEGs, one process", ""]
+        md += _table(
+            ["model", "runner", "provider", "images", "batch", "decode threads", "embed_images (fast) img/s",
+             "encode_image loop, exact img/s", "encode_image loop, fast img/s", "÷ loop exact", "÷ loop fast"],
+            [[r["model"], r["label"], _short(r["provider"]), r["n_images"], r["batch_size"], r["workers"],
+              r["stream_fast_images_per_s"], r["sequential_exact_images_per_s"], r["sequential_fast_images_per_s"],
+              f"{r['speedup_vs_sequential_exact']:.2f}×", f"{r['speedup_vs_sequential_fast']:.2f}×"] for r in stream],
+        )
+    towers = [r for r in rows if r["kind"] == "cold_start_towers" and r.get("status") == "ok"]
+    if towers:
+        md += ["## Cold start and peak RSS per set of towers (fresh processes, median; peak RSS: max)", ""]
+        md += _table(
+            ["model", "runner", "provider", "towers", "import s", "Encoder() s", "first image s", "first text s",
+             "to first embedding s", "to first image + first text s", "peak RSS after first image MiB",
+             "peak RSS MiB"],
+            [[r["model"], r["label"], _short(r["provider"]), TOWER_LABELS.get(r["towers"], r["towers"]),
+              r.get("import_s"), r.get("session_s"), r.get("first_image_s"), r.get("first_text_s"),
+              r.get("cold_start_s"), r.get("cold_start_image_and_text_s"), r.get("peak_rss_first_image_mb"),
+              r.get("peak_rss_mb")] for r in towers],
+        )
+        md += ["image / text: `Encoder(bundle, towers=\"image\")` (or \"text\"), which opens that tower in the "
+               "constructor and never the other. both: `Encoder(bundle)`, which opens each tower (and the tokenizer) "
+               "on first use. Peak RSS is VmHWM at the end (after every embedding the row names).", ""]
+    return md
+
+
+TOWER_LABELS = {"image": "image only", "text": "text only", "both": "both, opened on first use"}
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
