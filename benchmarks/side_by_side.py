@@ -40,6 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--eval-limit", type=int, default=500)
     ap.add_argument("--no-end-to-end", action="store_true")
     ap.add_argument("--no-cold-start", action="store_true")
+    ap.add_argument("--device-variants", nargs="+", default=["int8-cpu"], metavar="VARIANT",
+                    help="variants that get the device-path rows: real photos end to end, streaming, cold start and "
+                    "peak RSS per set of towers (default int8-cpu, the bundle a device runs)")
+    ap.add_argument("--stream-images", type=int, default=0, metavar="N",
+                    help="12 MP real-photo JPEGs for the streaming-throughput row (default 0: no such row)")
+    ap.add_argument("--photos", type=Path, metavar="DIR",
+                    help="folder for the real-photo JPEGs, reused across runs (default: a temporary folder)")
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--report", type=Path, required=True)
     ap.add_argument("--no-progress", action="store_true")
@@ -79,6 +86,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         eval_dirs=eval_dirs,
         eval_limit=args.eval_limit, end_to_end=not args.no_end_to_end, cold_start=not args.no_cold_start,
         cold_repeats=1 if args.quick else 3, accuracy=not args.no_accuracy,
+        stream_images=args.stream_images, photos=args.photos, device_variants=args.device_variants,
         command="python -m benchmarks.side_by_side " + shlex.join(argv if argv is not None else sys.argv[1:]),
         notes=["real architectures use random input-sensitive weights (export.random_init): latency does not depend "
                "on weight values, accuracy there is only fidelity to fp32; `demo` carries trained weights"],

@@ -65,6 +65,7 @@ class BenchConfig:
     cold_repeats: int = 3
     stream_images: int = 0  # 12 MP JPEGs for the streaming row (the command line's default is 200); 0: no row
     photos: Optional[Path] = None  # where the real-photo JPEGs are written and reused; default a temp folder
+    device_variants: Optional[Sequence[str]] = None  # runner variants that get the device-path rows; None: all
     accuracy: bool = True
     command: str = ""
     notes: list[str] = field(default_factory=list)
@@ -397,15 +398,16 @@ def run_bench(
     with tempfile.TemporaryDirectory(prefix="edgeclip-bench-") as tmp:
         jpeg = config.image or make_test_jpeg(Path(tmp))
         onnx_runners = [r for r in runners if r.bundle]
+        device = [r for r in onnx_runners if config.device_variants is None or r.variant in config.device_variants]
         photos = config.photos or Path(tmp) / "photos"
         if config.end_to_end:
             rows += end_to_end_rows(onnx_runners, config, jpeg, progress)
-            rows += photo_rows(onnx_runners, config.plan, config.threads, photos)
+            rows += photo_rows(device, config.plan, config.threads, photos)
             if config.stream_images:
-                rows += stream_rows(onnx_runners, config.threads, photos, config.stream_images)
+                rows += stream_rows(device, config.threads, photos, config.stream_images)
         if config.cold_start:
             rows += process_rows(onnx_runners, config, jpeg, progress)
-            rows += tower_probe_rows(onnx_runners, config.threads, jpeg, config.cold_repeats)
+            rows += tower_probe_rows(device, config.threads, jpeg, config.cold_repeats)
     if config.accuracy:
         rows += accuracy_rows(runners, config, progress)
     rows += [{**row, "measured_in": "baseline rows file"} for row in extra_rows]
