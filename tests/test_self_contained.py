@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Optional
 
@@ -25,10 +26,23 @@ TEXT_PATTERNS = {
 WRITTEN_BY_TOOLS = {"report.md"}  # names the project's commands write into their output folders
 
 
+def repository_files() -> list[Path]:
+    """The project's own files: what git tracks plus new files it does not ignore (caches, venvs and the
+    emulated-aarch64 sysroot under .cache/ are not the project's); without git, every file outside hidden
+    folders."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, check=True, timeout=60).stdout.decode().split("\0")
+        files = [REPO / name for name in listed if name]
+    except (OSError, subprocess.SubprocessError):
+        files = [p for p in REPO.rglob("*") if not any(part.startswith(".") for part in p.relative_to(REPO).parts)]
+    return sorted(p for p in files if p.is_file() and not p.is_symlink())
+
+
 def python_files() -> list[Path]:
     """Tests, conftests, benchmarks and tools; not this file, whose examples of what is caught would be caught."""
-    files = [p for top in SCANNED for p in (REPO / top).rglob("*.py")]
-    files += [p for p in REPO.rglob("conftest.py") if ".git" not in p.parts]
+    files = [p for p in repository_files() if p.suffix == ".py"
+             and (p.relative_to(REPO).parts[0] in SCANNED or p.name == "conftest.py")]
     return sorted(set(files) - {Path(__file__).resolve()})
 
 
@@ -155,8 +169,7 @@ CODE_SUFFIXES = {".py", ".sh", ".toml", ".cfg", ".txt"}
 
 def code_files() -> list[Path]:
     """Every text file of the repository that is not a doc (docs are checked above), this file aside."""
-    return [p for p in REPO.rglob("*") if p.is_file() and (p.suffix in CODE_SUFFIXES or p.name in ("Makefile", "run"))
-            and not {".git", ".venv", "node_modules"} & set(p.parts) and not p.parts[-2].endswith(".egg-info")
+    return [p for p in repository_files() if (p.suffix in CODE_SUFFIXES or p.name in ("Makefile", "run"))
             and p != Path(__file__).resolve()]
 
 
