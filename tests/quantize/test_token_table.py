@@ -51,6 +51,20 @@ def test_int8_rows_stay_within_half_a_row_scale_and_no_float_table_is_left():
     assert records[0]["stored_bytes"] == q.nbytes + scale.nbytes and records[0]["float_bytes"] == table.nbytes
 
 
+@pytest.mark.parametrize("storage", ["int8", "fp16"])
+def test_after_ort_optimizes_the_graph_only_a_gather_reads_the_table(tmp_path, storage):
+    """ORT must not fold a Cast/Mul into the table itself, which would rebuild the float table at load."""
+    model, _ = compress_token_tables(_lookup_model(np.random.default_rng(3))[0], storage)
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    optimized = onnx.load(str(tmp_path / "opt.onnx"))
+    tables = {t.name for t in optimized.graph.initializer if list(t.dims) == [V, C]}
+    assert tables and all(t.data_type != TensorProto.FLOAT for t in optimized.graph.initializer if t.name in tables)
+    readers = [n.op_type for n in optimized.graph.node if set(n.input) & tables]
+    assert readers == ["Gather"]
+
+
 def test_fp16_table_matches_fp16_rounding_and_fp16_weights_keep_outputs(tmp_path):
     rng = np.random.default_rng(1)
     model, table = _lookup_model(rng)
