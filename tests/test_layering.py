@@ -33,7 +33,8 @@ FORBIDDEN = ("torch", "torchvision", "timm", "open_clip", "export", "quantize", 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("edgeclip core: errors, files, paths, vectors, bundle format, preprocessing, tokenizer, shard reader", (
         "edgeclip", "edgeclip.errors", "edgeclip.files", "edgeclip.paths", "edgeclip.vectors", "edgeclip.bundle",
-        "edgeclip.bundle.*", "edgeclip.preprocess", "edgeclip.images", "edgeclip.image*", "edgeclip.tokenizer",
+        "edgeclip.bundle.*", "edgeclip.file_cache", "edgeclip.preprocess", "edgeclip.images", "edgeclip.image*",
+        "edgeclip.tokenizer",
         "edgeclip.tokenizer.*", "edgeclip.data", "edgeclip.data.*", "edgeclip.shards", "edgeclip.hub")),
     # runtime.bench_timing is pure timing and process plumbing (numpy, time, subprocess): the quantizer's
     # latency ratio uses it, so it sits here, below everything that times something.

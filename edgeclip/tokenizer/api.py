@@ -67,8 +67,7 @@ def load_tokenizer(path: Optional[Union[str, Path]] = None, context_length: int 
     if backend not in BACKENDS:
         raise TokenizerError(f"unknown tokenizer backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     context_length = _check_context_length(context_length)
-    spec = read_tokenizer_json(tokenizer_json_path() if path is None else path)
-    pattern = compile_pattern(spec.specials)
+    path = Path(tokenizer_json_path() if path is None else path)
     have_hf = _tokenizers_available()
     if backend == "hf" and not have_hf:
         raise TokenizerError("backend='hf' needs the `tokenizers` package (pip install tokenizers); "
@@ -76,10 +75,14 @@ def load_tokenizer(path: Optional[Union[str, Path]] = None, context_length: int 
     if backend == "python" or not have_hf:
         if backend == "auto":
             log.info("`tokenizers` is not installed; using the pure-Python CLIP tokenizer")
-        impl: Union[HFBackend, PythonBackend] = PythonBackend(spec, pattern)
+        spec = read_tokenizer_json(path)
+        impl: Union[HFBackend, PythonBackend] = PythonBackend(spec, compile_pattern(spec.specials))
+        sot, eot = spec.sot_id, spec.eot_id
     else:
-        impl = HFBackend(spec, pattern)
-    return ClipTokenizer(impl, context_length, spec.sot_id, spec.eot_id, spec.path)
+        from edgeclip.tokenizer.hf_cache import hf_backend
+
+        impl, sot, eot = hf_backend(path)
+    return ClipTokenizer(impl, context_length, sot, eot, path)
 
 
 def _check_context_length(value: object) -> int:

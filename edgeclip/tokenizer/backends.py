@@ -7,6 +7,7 @@ token ids (without start/end tokens). Special-token literals count only where Op
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Pattern
 
 from edgeclip.tokenizer.bpe import BytePairEncoder
@@ -52,7 +53,14 @@ class HFBackend:
 
     name = "hf"
 
-    def __init__(self, spec: TokenizerSpec, pattern: Pattern):
+    def __init__(self, tok, special_ids: dict[str, int], pattern: Pattern):
+        self._tok = tok
+        self._special_ids = special_ids
+        self._pattern = pattern
+
+    @classmethod
+    def from_spec(cls, spec: TokenizerSpec, pattern: Pattern) -> "HFBackend":
+        """Built from a checked tokenizer.json."""
         from tokenizers import Tokenizer
 
         split = {"type": "Split", "pattern": {"Regex": explicit_pattern(spec.specials, "onig")},
@@ -60,9 +68,18 @@ class HFBackend:
         byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
         doc = dict(spec.document, normalizer=None, post_processor=None, added_tokens=[], truncation=None, padding=None,
                    pre_tokenizer={"type": "Sequence", "pretokenizers": [split, byte_level]})
-        self._tok = Tokenizer.from_str(json.dumps(doc))
-        self._special_ids = {name: spec.vocab[name] for name in spec.specials}
-        self._pattern = pattern
+        return cls(Tokenizer.from_str(json.dumps(doc)), {name: spec.vocab[name] for name in spec.specials}, pattern)
+
+    @classmethod
+    def load(cls, path: Path, special_ids: dict[str, int], pattern: Pattern) -> "HFBackend":
+        """Loaded from a file written by `save` (edgeclip.tokenizer.hf_cache)."""
+        from tokenizers import Tokenizer
+
+        return cls(Tokenizer.from_file(str(path)), special_ids, pattern)
+
+    def save(self, path: Path) -> None:
+        """Write the Rust tokenizer as it runs here (what `load` reads back)."""
+        self._tok.save(str(path), pretty=False)
 
     def encode(self, texts: list[str], budget: int) -> list[list[int]]:
         """Ids of each text; long texts are first cut after `budget` pre-tokens (Rust has no early stop)."""

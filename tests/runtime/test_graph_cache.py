@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from edgeclip.bundle.verify_cache import cached_sha256
+from edgeclip import file_cache
 from runtime import graph_cache
 from runtime.session import create_session
+
+from damage import flip_a_byte_keeping_size_and_mtime
 
 rng = np.random.default_rng(0)
 INPUTS = {"image": rng.random((3, 3, 32, 32), dtype=np.float32),
@@ -41,7 +44,7 @@ def only_entry():
     found = entries()
     assert len(found) == 1, found
     entry = found[0]
-    return entry / graph_cache.GRAPH, entry / graph_cache.DATA, entry / graph_cache.RECORD
+    return entry / graph_cache.GRAPH, entry / graph_cache.DATA, entry / file_cache.RECORD
 
 
 @pytest.mark.parametrize("tower", ["image", "text"])
@@ -58,20 +61,12 @@ def test_cached_graph_gives_the_outputs_of_the_bundle_graph(bundles, home, tower
     np.testing.assert_array_equal(second, plain)
     meta = json.loads(record.read_text())
     assert meta["files"] == {p.name: cached_sha256(p) for p in (graph, data)}  # weights saved apart, in graph.data
-    assert meta["key"].split("\n")[1] == cached_sha256(path)
-
-
-def _flip_a_byte_keeping_size_and_mtime(path) -> None:
-    st = os.stat(path)
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert meta["key"].split("\n")[0] == cached_sha256(path)
 
 
 DAMAGE = {
-    "graph: a byte flipped": lambda graph, data, record: _flip_a_byte_keeping_size_and_mtime(graph),
-    "weights: a byte flipped": lambda graph, data, record: _flip_a_byte_keeping_size_and_mtime(data),
+    "graph: a byte flipped": lambda graph, data, record: flip_a_byte_keeping_size_and_mtime(graph),
+    "weights: a byte flipped": lambda graph, data, record: flip_a_byte_keeping_size_and_mtime(data),
     "weights truncated": lambda graph, data, record: data.write_bytes(data.read_bytes()[:100]),
     "graph empty": lambda graph, data, record: graph.write_bytes(b""),
     "weights missing": lambda graph, data, record: data.unlink(),
@@ -139,5 +134,5 @@ def test_old_entries_and_stale_temp_folders_are_pruned(bundles, home, monkeypatc
     os.utime(stale, (1, 1))
     run(bundles["dynamic"] / "text.onnx", "text", cache=True)
     _, _, record = only_entry()
-    assert json.loads(record.read_text())["key"].split("\n")[1] == cached_sha256(bundles["dynamic"] / "text.onnx")
+    assert json.loads(record.read_text())["key"].split("\n")[0] == cached_sha256(bundles["dynamic"] / "text.onnx")
     assert not stale.exists() and fresh.exists()
