@@ -100,7 +100,7 @@ def candidate_nodes(model: onnx.ModelProto, target: Target) -> list[str]:
 
 def _pooled_tensors(model: onnx.ModelProto) -> set[str]:
     """Names of 4-D tensors whose spatial dims are known to be 1 (pooled [N, C, 1, 1] vectors)."""
-    graph = model.graph if model.graph.value_info else onnx.shape_inference.infer_shapes(model).graph
+    graph = onnx.shape_inference.infer_shapes(model).graph  # also when an exporter annotated only some tensors
     out = set()
     for v in (*graph.input, *graph.value_info):
         dims = v.type.tensor_type.shape.dim
