@@ -110,8 +110,8 @@ class Encoder:
     `towers`: None (default) serves every tower the bundle has, each opened on first use (the tokenizer with the
     first text), so an encoder used only for images never loads the text graph or the tokenizer; naming towers
     ("image", "text" or both) serves only those and opens them now. `graph_cache`: on the CPU provider, load
-    each graph's pre-optimized form (runtime.graph_cache, saved on first use). `preprocess_mode`: "fast" or "exact" (default: the bundle's
-    preprocess "mode", else edgeclip.preprocess.DEFAULT_MODE). `workers`: image decode threads of the
+    each graph's pre-optimized form (runtime.graph_cache, saved on first use). `preprocess_mode`: "fast" or
+    "exact" (default: the bundle's preprocess "mode", else edgeclip.preprocess.DEFAULT_MODE). `workers`: image decode threads of the
     streaming path (default edgeclip.stream.default_workers()). Empty input lists give a [0, D] array.
     """
 
@@ -144,13 +144,14 @@ class Encoder:
         self._tokenizer = None
         self._tokenizer_backend = tokenizer_backend
         self._open_lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
         self._tokenize_lock = threading.Lock()
         self.preprocess_mode = resolve_mode(preprocess_mode, self.bundle.preprocess) if "image" in self.towers else None
         self._labels = LabelBank(self.encode_text)
         if towers is not None:  # named towers open now, the text tower with its tokenizer
             for name in self.towers:
                 self._tower(name)
-            self.tokenizer
+            _ = self.tokenizer
 
     def _open(self, name: str) -> _Tower:
         """Open tower `name` and check it against the manifest (crop size, context length)."""
@@ -215,25 +216,43 @@ class Encoder:
     def tokenizer(self):
         """The CLIP tokenizer, loaded on first use; None when this encoder serves no text tower."""
         if self._tokenizer is None and "text" in self.towers:
-            with self._open_lock:
+            with self._tokenizer_lock:
                 if self._tokenizer is None:
                     self._tokenizer = self._load_tokenizer()
         return self._tokenizer
+
+    def _served(self, name: str) -> None:
+        """Raise unless this encoder serves tower `name`."""
+        if name not in self.towers:
+            if name in self.bundle.towers:
+                raise InputError(f"this Encoder was made with towers={self.towers}; pass towers including "
+                                 f"{name!r} to embed with the bundle's {name} tower")
+            raise BundleError(f"bundle {self.bundle.root} has no {name} tower (it has: {', '.join(self.towers)})")
 
     def _tower(self, name: str) -> _Tower:
         """Tower `name`, opened on first use (once, whatever the number of threads asking)."""
         tower = self._towers.get(name)
         if tower is not None:
             return tower
-        if name not in self.towers:
-            if name in self.bundle.towers:
-                raise InputError(f"this Encoder was made with towers={self.towers}; pass towers including "
-                                 f"{name!r} to embed with the bundle's {name} tower")
-            raise BundleError(f"bundle {self.bundle.root} has no {name} tower (it has: {', '.join(self.towers)})")
+        self._served(name)
         with self._open_lock:
             if name not in self._towers:
                 self._towers[name] = self._open(name)
         return self._towers[name]
+
+    def _open_ahead(self, name: str) -> None:
+        """On first use, start opening tower `name` in a thread while the caller decodes its input (Pillow and
+        ONNX Runtime release the GIL, so the two overlap); the caller's _tower(name) then waits for it. Not for
+        text: loading the tokenizer holds the GIL, and the two load peaks would add up for nothing."""
+        self._served(name)
+        if name not in self._towers:
+            threading.Thread(target=self._open_quietly, args=(name,), daemon=True).start()
+
+    def _open_quietly(self, name: str) -> None:
+        try:
+            self._tower(name)
+        except Exception:  # noqa: BLE001 - the caller's own _tower(name) opens it again and raises the error
+            pass
 
     def preprocess(self, image: Any) -> np.ndarray:
         """One image -> the image tower's float32 [3, S, S] input (this encoder's mode and pixel limit)."""
@@ -254,7 +273,7 @@ class Encoder:
         a bounded distance ahead. `on_error`: "raise", "skip" or callable(index, item, error); with
         `with_index` each batch is (input positions int64 [B], embeddings [B, D]). See edgeclip.stream.
         """
-        self._tower("image")
+        self._open_ahead("image")
         workers = self.workers if workers is None else workers
         check_stream_args(batch_size, on_error, workers)
         return stream_batches(_image_items(images), self.preprocess, self.embed_preprocessed, batch_size, on_error,
@@ -275,7 +294,7 @@ class Encoder:
 
     def encode_image(self, images: Any, batch_size: int = 8) -> np.ndarray:
         """Embed one image or a list (paths, bytes, PIL images, HxWx3 uint8 arrays) -> float32 [N, D]."""
-        self._tower("image")
+        self._open_ahead("image")
         check_stream_args(batch_size, "raise")
         if is_single_image(images):
             return self.embed_preprocessed([self.preprocess(images)])
