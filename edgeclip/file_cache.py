@@ -5,8 +5,8 @@ depends on), holding the derived files and `entry.json`: the key and the sha256 
 used only while the key matches and every file still has its recorded digest (checked through
 edgeclip.bundle.verify_cache, so an unchanged file is not re-hashed); a truncated, rewritten or incomplete
 entry is removed and the caller builds it again. Entries are written as a whole (a temp folder renamed into
-place), so a reader never sees half of one. The least recently used entries beyond a kind's limit and temp
-folders left by killed processes are removed; nothing else in the folder is touched.
+place), so a reader never sees half of one. The least recently used entries beyond a kind's limits (entries
+and bytes) and temp folders left by killed processes are removed; nothing else in the folder is touched.
 
 Users: runtime.graph_cache (optimized ONNX graphs) and edgeclip.tokenizer.hf_cache (the HF tokenizer as
 edgeclip runs it).
@@ -77,7 +77,8 @@ def remove_entry(entry: Path) -> None:
     shutil.rmtree(entry, ignore_errors=True)
 
 
-def write_entry(kind: str, key: str, fill: Callable[[Path], T], max_entries: int, **fields) -> Optional[T]:
+def write_entry(kind: str, key: str, fill: Callable[[Path], T], max_entries: int, max_bytes: int,
+                **fields) -> Optional[T]:
     """Run fill(folder) to write an entry's files into a temp folder, record the key, their digests and `fields`,
     and move the folder into place; returns fill's result. None when the cache folder cannot be written (a
     read-only or full home): the caller goes on without the cache. Other exceptions from fill propagate."""
@@ -94,7 +95,7 @@ def write_entry(kind: str, key: str, fill: Callable[[Path], T], max_entries: int
         log.info("%s of %s not cached (%s)", kind, entry.name, exc)
         return None
     open_entry(kind, key)  # remembers the files' digests at their final paths (edgeclip.bundle.verify_cache)
-    _prune(kind, max_entries)
+    _prune(kind, max_entries, max_bytes)
     return result
 
 
@@ -106,15 +107,22 @@ def _touch(record: Path) -> None:
         pass
 
 
-def _prune(kind: str, max_entries: int) -> None:
-    """Keep the max_entries most recently used entries (by their record's mtime), drop stale temp folders."""
+def _prune(kind: str, max_entries: int, max_bytes: int) -> None:
+    """Keep the most recently used entries (by their record's mtime) while they are at most max_entries and
+    max_bytes together (the newest is always kept); drop stale temp folders."""
     folder = kind_dir(kind)
     try:
         records = sorted(folder.glob(f"*/{RECORD}"), key=lambda p: p.stat().st_mtime_ns, reverse=True)
+        sizes = [sum(f.stat().st_size for f in r.parent.iterdir()) for r in records]
         stale = [p for p in folder.glob(".*.tmp") if time.time() - p.stat().st_mtime > STALE_TEMP_SECONDS]
     except OSError:
         return
-    for path in [r.parent for r in records[max_entries:]] + stale:
+    total, drop = 0, list(stale)
+    for i, (record, size) in enumerate(zip(records, sizes)):
+        total += size
+        if i and (i >= max_entries or total > max_bytes):
+            drop.append(record.parent)
+    for path in drop:
         remove_entry(path)
 
 

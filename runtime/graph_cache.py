@@ -28,7 +28,8 @@ log = logging.getLogger("edgeclip")
 
 KIND = "graphs"
 CACHE_VERSION = 1
-MAX_ENTRIES = 16  # the least recently used entries beyond this are removed
+MAX_ENTRIES = 64  # the least recently used entries beyond this many, or beyond MAX_BYTES together, are removed
+MAX_BYTES = 4 << 30
 OPTIMIZATION_LEVEL = "ORT_ENABLE_ALL"
 GRAPH, DATA = "graph.onnx", "graph.data"
 EXTERNAL_MIN_BYTES = 1024  # initializers from this size on go to graph.data (mapped, not copied, at load)
@@ -91,7 +92,7 @@ def build_entry(key: str, source: Path, build: Callable[[Optional[Path]], object
         return session
 
     try:
-        session = file_cache.write_entry(KIND, key, fill, MAX_ENTRIES, source=str(source))
+        session = file_cache.write_entry(KIND, key, fill, MAX_ENTRIES, MAX_BYTES, source=str(source))
     except EdgeclipError as exc:  # the cache never makes a session fail that works without it
         log.info("optimized graph of %s not cached (%s)", source, exc)
         session = None
@@ -99,6 +100,6 @@ def build_entry(key: str, source: Path, build: Callable[[Optional[Path]], object
 
 
 __all__ = [
-    "CACHE_VERSION", "DATA", "GRAPH", "MAX_ENTRIES", "build_entry", "cache_dir", "cached_graph", "cpu_fingerprint",
-    "discard", "entry_key", "save_config",
+    "CACHE_VERSION", "DATA", "GRAPH", "MAX_BYTES", "MAX_ENTRIES", "build_entry", "cache_dir", "cached_graph",
+    "cpu_fingerprint", "discard", "entry_key", "save_config",
 ]

@@ -20,6 +20,7 @@ from edgeclip.tokenizer.tokenizer_file import read_tokenizer_json
 KIND = "tokenizers"
 CACHE_VERSION = 1
 MAX_ENTRIES = 8
+MAX_BYTES = 64 << 20
 SAVED = "tokenizer.json"
 
 
@@ -43,7 +44,7 @@ def hf_backend(path: Path) -> tuple[HFBackend, int, int]:
     spec = read_tokenizer_json(path)
     backend = HFBackend.from_spec(spec, compile_pattern(spec.specials))
     if key:
-        file_cache.write_entry(KIND, key, lambda folder: backend.save(folder / SAVED), MAX_ENTRIES,
+        file_cache.write_entry(KIND, key, lambda folder: backend.save(folder / SAVED), MAX_ENTRIES, MAX_BYTES,
                                specials=list(spec.specials), special_ids=[spec.sot_id, spec.eot_id])
     return backend, spec.sot_id, spec.eot_id
 

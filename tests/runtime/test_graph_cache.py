@@ -123,8 +123,9 @@ def test_entries_are_apart_per_graph_and_setting(bundles, home):
     assert len(entries()) == 2
 
 
-def test_old_entries_and_stale_temp_folders_are_pruned(bundles, home, monkeypatch):
-    monkeypatch.setattr(graph_cache, "MAX_ENTRIES", 1)
+@pytest.mark.parametrize("limit", ["MAX_ENTRIES", "MAX_BYTES"])
+def test_old_entries_and_stale_temp_folders_are_pruned(bundles, home, monkeypatch, limit):
+    monkeypatch.setattr(graph_cache, limit, 1)  # one entry, or one byte: the newest entry is kept either way
     run(bundles["dynamic"] / "image.onnx", "image", cache=True)
     _, _, older = only_entry()
     os.utime(older, (1, 1))  # used long ago
