@@ -30,6 +30,8 @@ TOWER_SETS = ("image", "text", "both")
 # runtime.bench_probe's timings; "both" (the default Encoder, towers opened on first use) adds the first text
 PROBE_TIMES = ("import_s", "session_s", "first_image_s", "first_text_s", "cold_start_s", "cold_start_image_and_text_s",
                "process_to_first_embedding_s")
+# and its peak RSS after each step: import, Encoder(...), first image, the end
+PROBE_PEAKS = ("rss_after_import_mb", "peak_rss_encoder_mb", "peak_rss_first_image_mb", "peak_rss_mb")
 
 
 def photo_set(folder: Path, megapixels: int, count: int) -> list[Path]:
@@ -161,7 +163,7 @@ def tower_probe_rows(runners: list, threads: Optional[int], jpeg: Path, repeats:
                              "reason": str(exc)})
                 continue
             med = {k: float(np.median([x[k] for x in runs])) for k in PROBE_TIMES if k in runs[0]}
-            peaks = {k: max(x[k] for x in runs) for k in ("peak_rss_mb", "peak_rss_first_image_mb") if k in runs[0]}
+            peaks = {k: max(x[k] for x in runs) for k in PROBE_PEAKS if k in runs[0]}
             rows.append({"kind": "cold_start_towers", **r.describe(), "towers": towers, "status": "ok",
                          "n": len(runs), **med, **peaks,
                          "peak_rss_mb_median": float(np.median([x["peak_rss_mb"] for x in runs]))})

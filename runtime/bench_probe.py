@@ -53,6 +53,7 @@ def main(argv=None) -> int:
     towers = None if args.towers == "both" else args.towers
     enc = Encoder(args.bundle, providers=[args.provider], threads=args.threads, towers=towers)
     out["session_s"] = time.perf_counter() - t
+    out["peak_rss_encoder_mb"] = _rss_mb()
     if "image" in enc.towers:
         t = time.perf_counter()
         enc.encode_image([args.image])

@@ -201,11 +201,13 @@ def _device_sections(rows: list[dict]) -> list[str]:
         md += ["## Cold start and peak RSS per set of towers (fresh processes, median; peak RSS: max)", ""]
         md += _table(
             ["model", "runner", "provider", "towers", "import s", "Encoder() s", "first image s", "first text s",
-             "to first embedding s", "to first image + first text s", "peak RSS after first image MiB",
-             "peak RSS MiB"],
+             "to first embedding s", "to first image + first text s",
+             "peak RSS MiB after import / Encoder() / first image", "peak RSS MiB"],
             [[r["model"], r["label"], _short(r["provider"]), TOWER_LABELS.get(r["towers"], r["towers"]),
-              r.get("import_s"), r.get("session_s"), r.get("first_image_s"), r.get("first_text_s"),
-              r.get("cold_start_s"), r.get("cold_start_image_and_text_s"), r.get("peak_rss_first_image_mb"),
+              *(_fmt(r.get(k), 3) for k in ("import_s", "session_s", "first_image_s", "first_text_s", "cold_start_s",
+                                            "cold_start_image_and_text_s")),
+              " / ".join(_fmt(r.get(k), 0) for k in ("rss_after_import_mb", "peak_rss_encoder_mb",
+                                                      "peak_rss_first_image_mb")),
               r.get("peak_rss_mb")] for r in towers],
         )
         md += ["image / text: `Encoder(bundle, towers=\"image\")` (or \"text\"), which opens that tower in the "
