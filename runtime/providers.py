@@ -161,15 +161,20 @@ def resolve_providers(
     return [(name, provider_options(name, threads)) for name in wanted]
 
 
+NO_SPINNING = {"session.intra_op.allow_spinning": "0"}
+
+
 def session_threads(providers: Sequence[str], threads: Optional[int]) -> tuple[int, dict]:
     """ORT's intra-op thread count and session config entries for a provider list.
 
-    With XNNPACK the CPU EP gets 1 thread (XNNPACK has its own pool) and spinning is off so the two
-    pools do not fight for cores; otherwise `threads` (0 = let ONNX Runtime decide).
+    With XNNPACK the CPU EP gets 1 thread (XNNPACK has its own pool); otherwise `threads` (0 = let ONNX Runtime
+    decide). Either way the intra-op threads do not spin-wait between parallel sections: spinning threads take
+    the cores from whatever else runs, e.g. the streaming path's decode threads or another app (measured in
+    docs/runtime.md, "Providers").
     """
     if XNNPACK in providers:
-        return 1, {"session.intra_op.allow_spinning": "0"}
-    return (threads or 0), {}
+        return 1, dict(NO_SPINNING)
+    return (threads or 0), dict(NO_SPINNING)
 
 
 __all__ = [

@@ -82,8 +82,8 @@ def test_xnnpack_gets_its_own_pool_and_cpu_one_thread():
     assert resolved[XNNPACK] == {"intra_op_num_threads": "3"} and resolved[CPU] == {}
     assert int(dict(resolve_providers("auto", available=ALL))[XNNPACK]["intra_op_num_threads"]) >= 1
     assert session_threads([XNNPACK, CPU], 3) == (1, {"session.intra_op.allow_spinning": "0"})
-    assert session_threads([CPU], 3) == (3, {})
-    assert session_threads([CPU], None) == (0, {})
+    assert session_threads([CPU], 3) == (3, {"session.intra_op.allow_spinning": "0"})
+    assert session_threads([CPU], None) == (0, {"session.intra_op.allow_spinning": "0"})
 
 
 # --- the real onnxruntime build -------------------------------------------------------------
