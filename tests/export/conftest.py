@@ -25,17 +25,12 @@ def fixture_stem(stem: str):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_network_and_private_cache(tmp_path_factory):
-    """Tests never download: Hub offline, and $EDGECLIP_HOME points at an empty temp dir."""
+def _one_torch_thread():
+    """Export tests share the 2 cores with ONNX Runtime's threads (offline and a private home: tests/conftest.py)."""
     if importlib.util.find_spec("torch") is not None:  # the torch-free tests here (bundle writer, CLI) run without it
         import torch
 
         torch.set_num_threads(1)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("EDGECLIP_HOME", str(tmp_path_factory.mktemp("edgeclip_home")))
-    yield
-    mp.undo()
 
 
 def save_state_dict(sd: dict, path: Path) -> Path:
