@@ -44,7 +44,7 @@ def linear_layers_to_2d(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     ``MatMul(A, W)`` with a constant float 2-D ``W`` and a fully static float ``A`` of rank >= 3 qualifies;
     a following ``Add`` of a constant ``[N]`` bias becomes the Gemm's C input.
     """
-    model = onnx.shape_inference.infer_shapes(model)
+    model = onnx.shape_inference.infer_shapes(model, data_prop=True)  # shapes computed by Shape/Gather/Concat
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
     values = {v.name: v for v in list(graph.input) + list(graph.value_info) + list(graph.output)}
@@ -91,4 +91,4 @@ def linear_layers_to_2d(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     graph.node.extend(nodes)
     graph.initializer.extend(new_inits)
     del graph.value_info[:]  # stale after the rewrite; inferred afresh
-    return onnx.shape_inference.infer_shapes(model), len(replaced)
+    return onnx.shape_inference.infer_shapes(model, data_prop=True), len(replaced)

@@ -88,6 +88,33 @@ def test_linear_layers_become_2d_and_xnnpack_takes_every_dense_mac(tmp_path):
     assert np.max(np.abs(out - ref)) <= 1e-5 * max(1.0, float(np.max(np.abs(ref))))
 
 
+
+def test_shapes_computed_in_the_graph_are_resolved(tmp_path):
+    """A linear layer after a Reshape whose target shape the graph computes (Shape -> Gather -> Concat, as
+    exporters write head splits) still becomes 2-D: its input is static once shape values are propagated."""
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array((rng.standard_normal((C, C)) / 4).astype(np.float32), "w"),
+             numpy_helper.from_array(np.array(0, np.int64), "i0"),
+             numpy_helper.from_array(np.array([-1, C], np.int64), "tail")]
+    nodes = [helper.make_node("Shape", ["x"], ["shp"], name="shape"),
+             helper.make_node("Gather", ["shp", "i0"], ["b"], name="batch", axis=0),
+             helper.make_node("Unsqueeze", ["b", "zero_axis"], ["b1"], name="batch_1d"),
+             helper.make_node("Concat", ["b1", "tail"], ["target"], name="target", axis=0),
+             helper.make_node("Reshape", ["x", "target"], ["t"], name="tokens"),
+             helper.make_node("MatMul", ["t", "w"], ["y"], name="proj")]
+    inits.append(numpy_helper.from_array(np.array([0], np.int64), "zero_axis"))
+    graph = helper.make_graph(nodes, "computed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, T // 2, C])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    src = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    before = _save(src, tmp_path / "before.onnx")
+    model, count = linear_layers_to_2d(onnx.load(before))
+    assert count == 1
+    after = _save(model, tmp_path / "after.onnx")
+    cov = xnnpack_coverage(optimized_with_shapes(after))
+    assert cov["taken_ops"] == {"MatMul": 1} and cov["mac_share"] == 1.0
+    x = np.random.default_rng(3).standard_normal((1, 2, T // 2, C)).astype(np.float32)
+    np.testing.assert_allclose(_run(after, x), _run(before, x), rtol=1e-5, atol=1e-5)
+
 def test_dynamic_shapes_are_left_alone(tmp_path):
     model, count = linear_layers_to_2d(_block("batch"))
     assert count == 0
