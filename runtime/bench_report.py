@@ -76,9 +76,19 @@ def _short(provider: str) -> str:
     return provider.removesuffix("ExecutionProvider")
 
 
+def _named_bundles(rows: list[dict]) -> list[dict]:
+    """Rows whose (model, label) several bundles share get the bundle's folder name in their label."""
+    bundles: dict[tuple, set] = {}
+    for r in rows:
+        if r.get("bundle"):
+            bundles.setdefault((r.get("model"), r.get("label")), set()).add(r["bundle"])
+    return [{**r, "label": f"{r['label']} ({Path(r['bundle']).name})"}
+            if len(bundles.get((r.get("model"), r.get("label")), ())) > 1 else r for r in rows]
+
+
 def render_markdown(report: dict) -> str:
     """The human-readable report: ratios first, then latency, end-to-end, cold start, memory, accuracy, skips."""
-    rows = report["rows"]
+    rows = _named_bundles(report["rows"])
     m = report["machine"]
     cfg = report["config"]
     plan = cfg.get("plan", {})

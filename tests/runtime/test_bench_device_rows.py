@@ -29,3 +29,13 @@ def test_cold_start_rows_say_what_each_set_of_towers_waited_for(bundles, tmp_pat
     md = render_markdown({"rows": list(rows.values()), "ratios": [], "machine": machine_info(), "config": {},
                           "created_utc": "now"})
     assert "## Cold start and peak RSS per set of towers" in md and "both, opened on first use" in md
+
+
+def test_two_bundles_with_one_label_are_told_apart_in_the_report(bundles, tmp_path):
+    jpeg = tmp_path / "photo.jpg"
+    Image.effect_mandelbrot((160, 120), (-2, -1.2, 1, 1.2), 60).convert("RGB").save(jpeg)
+    runners = [r for name in ("dynamic", "fixed") for r in bundle_runners(bundles[name], ["CPUExecutionProvider"], 1)]
+    assert runners[0].label == runners[1].label
+    rows = tower_probe_rows(runners, 1, jpeg, repeats=1)
+    md = render_markdown({"rows": rows, "ratios": [], "machine": machine_info(), "config": {}, "created_utc": "now"})
+    assert f"{runners[0].label} (dynamic)" in md and f"{runners[0].label} (fixed)" in md
