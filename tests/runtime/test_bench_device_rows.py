@@ -3,6 +3,8 @@ tiny bundle: image-only and text-only Encoders open their tower at construction,
 timed to its first image and then to its first text, and the report renders every device-path table."""
 from __future__ import annotations
 
+import shutil
+
 from PIL import Image
 
 from runtime.bench import machine_info
@@ -34,8 +36,9 @@ def test_cold_start_rows_say_what_each_set_of_towers_waited_for(bundles, tmp_pat
 def test_two_bundles_with_one_label_are_told_apart_in_the_report(bundles, tmp_path):
     jpeg = tmp_path / "photo.jpg"
     Image.effect_mandelbrot((160, 120), (-2, -1.2, 1, 1.2), 60).convert("RGB").save(jpeg)
-    runners = [r for name in ("dynamic", "fixed") for r in bundle_runners(bundles[name], ["CPUExecutionProvider"], 1)]
+    copy = shutil.copytree(bundles["dynamic"], tmp_path / "copy")
+    runners = [r for b in (bundles["dynamic"], copy) for r in bundle_runners(b, ["CPUExecutionProvider"], 1)]
     assert runners[0].label == runners[1].label
     rows = tower_probe_rows(runners, 1, jpeg, repeats=1)
     md = render_markdown({"rows": rows, "ratios": [], "machine": machine_info(), "config": {}, "created_utc": "now"})
-    assert f"{runners[0].label} (dynamic)" in md and f"{runners[0].label} (fixed)" in md
+    assert f"{runners[0].label} (dynamic)" in md and f"{runners[0].label} (copy)" in md
