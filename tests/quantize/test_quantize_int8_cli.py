@@ -104,8 +104,10 @@ def test_int8_cli_usage_and_input_errors(tiny_bundle, tiny_shards, tmp_path):
 def test_int8_cli_demo_model_reports_zero_shot(tmp_path):
     pytest.importorskip("torch", reason="--model demo exports the fp32 bundle first, which needs torch")
     out = tmp_path / "demo-int8"
+    # no speed guard: the demo's 1 ms towers gain nothing from INT8, and on a busy machine the guard would keep a
+    # tower float at random; this test is about the report and how the INT8 text tower stores its table
     proc, info = _cli(["--model", "demo", "--samples", "48", "--eval-samples", "32", "--search-samples", "8",
-                       "--out", str(out), "--json", "--quiet"], timeout=600)
+                       "--min-speedup", "0", "--out", str(out), "--json", "--quiet"], timeout=600)
     assert proc.returncode == 0 and info["code"] == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
     zs = report["zero_shot"]
