@@ -14,7 +14,7 @@ from edgeclip.preprocess import DEFAULT_MAX_PIXELS, MODES, is_single_image, prep
 from edgeclip.stream import Batch, OnError, check_stream_args, default_workers, stream_batches
 from edgeclip.zeroshot import DEFAULT_LOGIT_SCALE, LabelBank, l2_normalize, similarity
 from edgeclip import zeroshot
-from runtime.providers import check_threads, resolve_providers
+from runtime.providers import resolve_providers
 from runtime.session import create_session, run_batched
 from runtime.graph_contract import check_tower_graph
 
@@ -133,12 +133,12 @@ class Encoder:
         if preprocess_mode is not None and preprocess_mode not in MODES:
             raise InputError(f"preprocess_mode must be one of {', '.join(MODES)} or None, got {preprocess_mode!r}")
         check_stream_args(1, "raise", workers)
-        check_threads(threads)
+        # a bad provider or thread count fails here, before the bundle is hashed, not at first use
+        resolve_providers(providers, fixed_shape=True, threads=threads)
         self.bundle = load_bundle(bundle, verify=verify)
         self.max_pixels = max_pixels
         self.workers = default_workers() if workers is None else workers
         self.towers = _select_towers(self.bundle, towers)
-        resolve_providers(providers, fixed_shape=True, threads=threads)  # a bad provider fails here, not at first use
         self._open_args = (providers, threads, prefer_ort, graph_cache)
         self._towers: dict[str, _Tower] = {}
         self._tokenizer = None
@@ -162,7 +162,7 @@ class Encoder:
             if want is not None and size is not None and int(size) != want:
                 raise BundleError(f"image tower expects {want}x{want} inputs but preprocess crops to {size}")
         else:
-            ctx = int((self.manifest.get("tokenizer") or {}).get("context_length", 77))
+            ctx = self.bundle.context_length
             graph_ctx = tower.static_dim(1)
             if graph_ctx is not None and graph_ctx != ctx:
                 raise BundleError(f"text tower takes {graph_ctx} tokens but the manifest's tokenizer says {ctx}")
@@ -172,14 +172,13 @@ class Encoder:
         """The bundle's CLIP tokenizer (imported lazily: image-only users never load `tokenizers`)."""
         from edgeclip.tokenizer import load_tokenizer, tokenizer_json_path
 
-        ctx = int((self.manifest.get("tokenizer") or {}).get("context_length", 77))
         backend = self._tokenizer_backend
         path = self.bundle.tokenizer_path
         if path is None:
             path = tokenizer_json_path()
             log.info("bundle names no tokenizer.json; using the CLIP tokenizer shipped with edgeclip (%s)", path)
         try:
-            return load_tokenizer(path, context_length=ctx, backend=backend)
+            return load_tokenizer(path, context_length=self.bundle.context_length, backend=backend)
         except EdgeclipError:
             raise
         except (OSError, ValueError, ImportError) as exc:

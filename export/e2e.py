@@ -215,7 +215,7 @@ def build_text_e2e(bundle_dir: str | Path) -> Any:
     tok = bundle.manifest.get("tokenizer") or {}
     if bundle.tokenizer_path is None:
         raise E2EError(f"bundle {bundle.root} names no tokenizer.json")
-    pre = text_preprocess(bundle.tokenizer_path, int(tok.get("context_length", 77)), int(tok.get("eot_id", 49407)),
+    pre = text_preprocess(bundle.tokenizer_path, bundle.context_length, int(tok.get("eot_id", 49407)),
                           int(tok.get("pad_id", 0)), opset=int(tower.get("opset", 17)))
     return _attach(pre, bundle.tower_path("text"), "e2e_input_ids", tower["inputs"][0]["name"], None)
 
@@ -345,7 +345,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 def e2e_session_ids(bundle) -> Any:
     """A session of the text preprocessing alone (string -> ids), to compare ids with the Python tokenizer."""
     tok = bundle.manifest.get("tokenizer") or {}
-    pre = text_preprocess(bundle.tokenizer_path, int(tok.get("context_length", 77)), int(tok.get("eot_id", 49407)),
+    pre = text_preprocess(bundle.tokenizer_path, bundle.context_length, int(tok.get("eot_id", 49407)),
                           int(tok.get("pad_id", 0)))
     pre.ir_version = 8
     with tempfile.TemporaryDirectory() as tmp:

@@ -129,8 +129,7 @@ class Quantizer:
     def _tokenize(self, texts: list[str]) -> np.ndarray:
         from edgeclip.tokenizer import load_tokenizer
 
-        tok = self.manifest.get("tokenizer") or {}
-        tokenizer = load_tokenizer(self.bundle.tokenizer_path, context_length=int(tok.get("context_length", 77)))
+        tokenizer = load_tokenizer(self.bundle.tokenizer_path, context_length=self.bundle.context_length)
         return tokenizer(texts)
 
     def search(self, name: str, search_inputs: list, speed_input: dict) -> TowerResult:

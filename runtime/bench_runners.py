@@ -151,7 +151,7 @@ def bundle_runner(bundle_dir: str, provider: str, threads: Optional[int]) -> Run
 
     bundle = load_bundle(bundle_dir, verify=False)
     size = bundle.preprocess.get("crop_size", bundle.preprocess.get("size", 224))
-    context = int((bundle.manifest.get("tokenizer") or {}).get("context_length", 77))
+    context = bundle.context_length
     factories = {
         t: _session_factory(bundle.tower_path(t), provider, threads, spec.get("batch", "dynamic"), spec.get("precision"))
         for t, spec in bundle.towers.items()

@@ -19,7 +19,6 @@ _ORT_DTYPES = {
     "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
     "tensor(bool)": "bool", "tensor(string)": "str",
 }
-DEFAULT_CONTEXT_LENGTH = 77
 
 
 def _static(shape: Sequence[Any], axis: int) -> Optional[int]:
@@ -88,7 +87,7 @@ def check_tower_graph(bundle: Bundle, name: str, session: Any) -> Optional[int]:
             raise BundleError(f"{what}: the graph expects {sides[0] or '?'}x{sides[1] or '?'} inputs but preprocess "
                               f"crops to {crop} (preprocess.crop_size)")
     if name == "text":
-        context = (bundle.manifest.get("tokenizer") or {}).get("context_length", DEFAULT_CONTEXT_LENGTH)
+        context = bundle.context_length
         tokens = _static(graph_in.shape or [], 1)
         if tokens is not None and tokens != context:
             raise BundleError(f"{what}: tokenizer.context_length is {context} but the graph takes {tokens} tokens")

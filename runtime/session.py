@@ -8,7 +8,7 @@ import numpy as np
 
 from edgeclip.errors import BundleError, EdgeclipError, ProviderError
 from runtime import graph_cache
-from runtime.providers import CPU, Requested, check_threads, resolve_providers, session_threads
+from runtime.providers import CPU, Requested, resolve_providers, session_threads
 
 _MODEL_ERRORS = {"InvalidProtobuf", "InvalidGraph", "NoSuchFile", "NoModel", "InvalidArgument"}
 
@@ -41,7 +41,6 @@ def create_session(
     """
     import onnxruntime as ort
 
-    check_threads(threads)
     chosen = resolve_providers(providers, available=available, fixed_shape=fixed_shape, threads=threads)
     names = [name for name, _ in chosen]
     intra, config = session_threads(names, threads)

@@ -19,6 +19,7 @@ FORMAT_NAME = "edgeclip-bundle"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TOWERS = ("image", "text")
+DEFAULT_CONTEXT_LENGTH = 77  # tokens per text when the manifest's tokenizer block does not say (CLIP's)
 PRECISIONS = ("fp32", "fp16", "int8")
 GELUS = ("exact", "tanh")
 MAX_DIM = 1 << 16  # embed_dim, image sizes, context length, batch: anything above is a typo or an attack

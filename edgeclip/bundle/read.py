@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Union
 
-from edgeclip.bundle.manifest import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, TOWERS, check_inside, check_manifest
+from edgeclip.bundle.manifest import (DEFAULT_CONTEXT_LENGTH, FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, TOWERS,
+                                      check_inside, check_manifest)
 from edgeclip.errors import BundleError
 from edgeclip.files import sha256_file
 from edgeclip.hub import is_hub_ref, resolve_bundle
@@ -60,6 +61,11 @@ class Bundle:
         """The bundle's tokenizer.json, or None when the manifest names none."""
         tok = self.manifest.get("tokenizer") or {}
         return self.root / tok["file"] if tok.get("file") else None
+
+    @property
+    def context_length(self) -> int:
+        """Tokens per text the text tower takes: the tokenizer block's context_length, else CLIP's 77."""
+        return int((self.manifest.get("tokenizer") or {}).get("context_length", DEFAULT_CONTEXT_LENGTH))
 
     @property
     def preprocess(self) -> dict:
