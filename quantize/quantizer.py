@@ -137,16 +137,17 @@ class Quantizer:
         model = onnx.load(str(path), load_external_data=False)
         cands = candidate_nodes(model, self.target)
         guard = self.target.provider == "CPUExecutionProvider"
-        base = self._store_tables(name, path, search_inputs) if token_table_nodes(model) else path
-        return TowerSearch(path, self.work, self.ranges[name], self.target, cands, search_inputs, speed_input,
-                           self.goals, measure_speed_guard=guard, progress=self.progress, name=name,
-                           base_path=base).run()
+        tower = TowerSearch(path, self.work, self.ranges[name], self.target, cands, search_inputs, speed_input,
+                            self.goals, measure_speed_guard=guard, progress=self.progress, name=name)
+        if token_table_nodes(model):  # measured against the search's own fp32 reference, computed once
+            tower.base_path = self._store_tables(name, path, search_inputs, tower.reference)
+        return tower.run()
 
-    def _store_tables(self, name: str, path: Path, search_inputs: list) -> Path:
+    def _store_tables(self, name: str, path: Path, search_inputs: list, reference: np.ndarray) -> Path:
         """The graph the search quantizes: ``path`` with its token tables INT8 per row, or fp16 when the
-        INT8 table alone would use more than half of the fidelity budget (``quantize.token_table``)."""
+        INT8 table alone (against the fp32 ``reference`` embeddings) would use more than half of the fidelity
+        budget (``quantize.token_table``)."""
         base = self.work / f"{name}-tables.onnx"
-        reference = embed(make_session(path), search_inputs)
         storage, records, metrics = choose_table_storage(path, base, search_inputs, reference, self.goals.min_cos,
                                                          self.goals.min_centered)
         self.tables[name] = {"storage": storage, "tables": records, "int8_table_fidelity": metrics}

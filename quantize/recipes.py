@@ -116,10 +116,12 @@ def prepare_model(model: onnx.ModelProto, target: Target) -> onnx.ModelProto:
     model = unshare_weights(ensure_node_names(model))
     if target.name == "nnapi":
         return model
-    if target.name == "xnnpack":
-        model, _ = linear_layers_to_2d(model)
     # shapes first: a fused Gelu keeps its output's inferred type and shape (calibration and EP checks need them)
-    return fuse_exact_gelu(onnx.shape_inference.infer_shapes(model))
+    if target.name == "xnnpack":
+        model, _ = linear_layers_to_2d(model)  # returns the model with its shapes already inferred
+    else:
+        model = onnx.shape_inference.infer_shapes(model)
+    return fuse_exact_gelu(model)
 
 
 def _const_value(name: str, inits: dict, consts: dict) -> float | None:
