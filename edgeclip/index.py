@@ -124,6 +124,8 @@ def embed_stream(encoder: Any, items: Iterable[Any], batch_size: int = DEFAULT_B
     encoder's streaming path (decoding overlaps inference); a file that cannot be read becomes an error
     and never stops the stream."""
     items = list(items)
+    if not items:  # nothing to embed: no tower is opened
+        return
     errors: dict[int, str] = {}
     done = 0
 

@@ -49,22 +49,6 @@ def add_parsers(sub: Any, common: Callable[[], argparse.ArgumentParser]) -> None
 EncoderFactory = Callable[..., Any]  # (args, bundle, **Encoder options) -> Encoder with the global options
 
 
-class LazyEncoder:
-    """A bundle loaded now (its identity is checked against the index) whose ONNX Runtime sessions start only
-    when there is something to embed, so a run over an unchanged folder costs a scan and no model load."""
-
-    def __init__(self, bundle: Any, make: Callable[[Any], Any]):
-        from edgeclip.bundle import load_bundle
-
-        self.bundle = load_bundle(bundle)
-        self._make, self._encoder = make, None
-
-    def embed_images(self, images: Any, **options: Any) -> Any:
-        if self._encoder is None:
-            self._encoder = self._make(self.bundle)
-        return self._encoder.embed_images(images, **options)
-
-
 def cmd_index(args: argparse.Namespace, make_encoder: EncoderFactory) -> dict:
     """Update, import into and/or report on an index; the result as JSON-ready data."""
     from tqdm import tqdm
@@ -80,7 +64,9 @@ def cmd_index(args: argparse.Namespace, make_encoder: EncoderFactory) -> dict:
     db = args.db or default_db()
     if not args.bundle and not args.import_dir and not db.exists():
         raise InputError(f"no index at {db}; build one with `edgeclip index BUNDLE PATH... --db {db}`")
-    encoder = LazyEncoder(args.bundle, lambda b: make_encoder(args, b, towers="image")) if args.bundle else None
+    # the bundle is loaded now (its identity is checked against the index); the image tower opens on first use,
+    # so a run over an unchanged folder costs a scan and no model load
+    encoder = make_encoder(args, args.bundle) if args.bundle else None
     result: dict = {"db": str(db)}
     with PhotoIndex(db, encoder, rebuild=args.rebuild, batch_size=args.batch_size) as index:
         if args.import_dir:

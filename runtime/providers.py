@@ -172,9 +172,7 @@ def session_threads(providers: Sequence[str], threads: Optional[int]) -> tuple[i
     the cores from whatever else runs, e.g. the streaming path's decode threads or another app (measured in
     docs/runtime.md, "Providers").
     """
-    if XNNPACK in providers:
-        return 1, dict(NO_SPINNING)
-    return (threads or 0), dict(NO_SPINNING)
+    return (1 if XNNPACK in providers else threads or 0), dict(NO_SPINNING)
 
 
 __all__ = [
