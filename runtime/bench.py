@@ -174,10 +174,10 @@ def coverage_rows(runners: list[Runner], towers: Sequence[str]) -> list[dict]:
             base = {"kind": "coverage", "model": r.model_id, "variant": r.variant, "label": r.label,
                     "bundle": r.bundle, "tower": tower}
             try:
-                from runtime.readiness import nnapi_report, xnnpack_report  # needs onnx, an analysis-only package
+                from runtime.readiness import tower_summary  # needs onnx, an analysis-only package
 
-                path = load_bundle(r.bundle, verify=False).tower_path(tower)
-                found = {"XNNPACKExecutionProvider": xnnpack_report(path), "NnapiExecutionProvider": nnapi_report(path)}
+                summary = tower_summary(load_bundle(r.bundle, verify=False).tower_path(tower))
+                found = {"XNNPACKExecutionProvider": summary["xnnpack"], "NnapiExecutionProvider": summary["nnapi"]}
             except (ImportError, EdgeclipError) as exc:
                 rows.append({**base, "provider": "static analysis", "status": "skipped", "reason": str(exc)})
                 continue
