@@ -89,14 +89,14 @@ def _named_files(manifest: dict) -> Iterator[tuple[str, Optional[str]]]:
         yield name, digest
 
 
-def _interrupted_write(root: Path) -> Optional[Path]:
-    """The journal a killed bundle write leaves beside its output (see edgeclip.bundle.write), if there is one."""
-    return next(iter(sorted(root.parent.glob(f".{root.name}.edgeclip-*.journal"))), None)
+def write_journals(root: Path) -> list[Path]:
+    """The journals of bundle writes to `root` that have not finished (running or killed; edgeclip.bundle.write)."""
+    return sorted(root.parent.glob(f".{root.name}.edgeclip-*.journal"))
 
 
 def _read_manifest(root: Path) -> dict:
     if not root.exists():
-        journal = _interrupted_write(root)
+        journal = next(iter(write_journals(root)), None)
         if journal is not None:
             raise BundleError(f"bundle directory not found: {root}; a write to it was cut short and left {journal.name} "
                               f"beside it: `edgeclip recover {root}` finishes or undoes that write (so does the next "

@@ -32,7 +32,8 @@ from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Iterator, Mapping, Optional, Union
 
-from edgeclip.bundle.read import FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, Bundle, load_bundle, sha256_file
+from edgeclip.bundle.read import (FORMAT_NAME, FORMAT_VERSION, MANIFEST_NAME, Bundle, load_bundle, sha256_file,
+                                  write_journals)
 from edgeclip.errors import BundleError
 from edgeclip.files import atomic_path
 
@@ -216,7 +217,7 @@ def recover(out_dir: PathLike) -> None:
     if not out.parent.is_dir():
         return
     pattern = re.compile(re.escape(f".{out.name}.edgeclip-") + r"([0-9a-f]{8})-(\d+)-([0-9a-f]{8})\.journal")
-    for path in sorted(out.parent.glob(f".{out.name}.edgeclip-*.journal")):
+    for path in write_journals(out):
         match = pattern.fullmatch(path.name)
         if not match or match.group(3) != _host() or _alive(int(match.group(2))):
             continue
