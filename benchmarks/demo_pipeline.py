@@ -120,11 +120,11 @@ def run(out: Path, targets: Sequence[str], samples: int, threads: int, repeats: 
     bundles = {}
     for target in targets:
         print(f"[{next(step)}/{steps}] INT8 static quantization, target {target}", flush=True)
-        spec = get_target(target)
-        key = (target == "nnapi", 1 if spec.fixed_shapes else None)
+        options = get_target(target).export_options
+        key = (options["nnapi"], options["batch"])
         if key not in sources:
-            folder = out / ("fp32-nnapi" if key[0] else "fp32-b1")
-            sources[key] = export_bundle("demo", folder, nnapi=key[0], batch=key[1])
+            folder = out / ("fp32-nnapi" if options["nnapi"] else "fp32-b1")
+            sources[key] = export_bundle("demo", folder, **options)
         src = sources[key]
         goals = Goals() if speed_guard else Goals(min_speedup=0.0)
         bundles[target] = quantize_bundle(src, out / f"int8-{target}", target=target, goals=goals,

@@ -39,8 +39,7 @@ def _export_fp32(model_id: str, checkpoint: str | None, target: Target, work: Pa
     tanh GELU, opset 16, so that each tower stays in one NNAPI partition; XNNPACK gets batch 1)."""
     from export.api import export_bundle
 
-    return export_bundle(model_id, work / "fp32", checkpoint=checkpoint, nnapi=target.name == "nnapi",
-                         batch=1 if target.fixed_shapes else None, vit_stem=vit_stem)
+    return export_bundle(model_id, work / "fp32", checkpoint=checkpoint, vit_stem=vit_stem, **target.export_options)
 
 
 def _check_model(bundle: Path, model_id: str) -> None:

@@ -43,6 +43,12 @@ class Target:
     def activation_type(self) -> QuantType:
         return QuantType.QUInt8 if self.activations == "U8" else QuantType.QInt8
 
+    @property
+    def export_options(self) -> dict:
+        """`export_bundle` options of the fp32 graphs this target quantizes: NNAPI's preset (batch 1, tanh GELU,
+        opset 16), batch 1 for the other fixed-shape targets."""
+        return {"nnapi": self.name == "nnapi", "batch": 1 if self.fixed_shapes else None}
+
 
 TARGETS = {
     # CPU EP: u8 activations x s8 weights use the VNNI/AMX int8 GEMM kernels.
